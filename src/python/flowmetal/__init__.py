@@ -1,0 +1,3 @@
+"""Flowmetal: durable automation in Starlark."""
+
+__version__ = "0.1.0"
