@@ -1,0 +1,161 @@
+"""Executing one claimed run: load its pinned code, call its function through
+the gate, and record how the execution ended (completed, failed, waiting...).
+"""
+
+import json
+
+import starlark as sl
+
+from flowmetal.codec import canonical
+from flowmetal.engine import runs as run_ops
+from flowmetal.engine.gate import Gate, Stop
+from flowmetal.errors import LoadError, UserError
+from flowmetal.lang.diagnostics import strip_prelude_frames
+from flowmetal.lang.loader import Program
+from flowmetal.lang.workspace import PinnedSources
+
+MAX_CALLSTACK = 500
+
+
+class Hooks:
+    """What the gate may ask of the engine: child runs."""
+
+    def __init__(self, store, clock):
+        self.store, self.clock = store, clock
+
+    def spawn_child(self, gate, seq, ref, args, kwargs):
+        file, function = run_ops.resolve_ref(ref)
+        sources = gate.store.pinned_sources(gate.run_id)
+        if file not in sources:
+            raise UserError(f"spawn(): {file} is not part of this run's code")
+        from flowmetal.lang.loader import top_level_functions
+
+        if function not in top_level_functions(sources[file]):
+            raise UserError(f"spawn(): {function} is not a top-level function of {file}")
+        from flowmetal.ids import new_run_id
+
+        return run_ops.create_run(
+            self.store, self.clock, file=file, function=function, args=kwargs, posargs=args,
+            texts=gate.run_id, root_dir=gate.run["root_dir"], parent_id=gate.run_id,
+            root_id=gate.run["root_id"], run_id=new_run_id(self.clock.now()),
+        )
+
+    def child_results(self, gate, handles):
+        out = []
+        for h in handles:
+            child = self.store.get_run(h)
+            if child is None or child["parent_id"] != gate.run_id:
+                raise UserError(f"wait(): {h!r} is not a child run of this run")
+            out.append(run_ops.child_result(child))
+        return out
+
+
+class Execution:
+    """One attempt at executing a run, from replay to the point where it stops."""
+
+    def __init__(self, store, run, owner, clock, sources=None):
+        self.store, self.run, self.owner, self.clock = store, run, owner, clock
+        self.gate = Gate(store, run, owner, clock, Hooks(store, clock))
+        self.sources = sources
+
+    def execute(self):
+        """Returns the state the run is left in."""
+        run, gate = self.run, self.gate
+        if run["deadline"] is not None and self.clock.now() >= run["deadline"]:
+            return self._end("timed_out", error="timed out")
+        if run["cancel_requested"]:
+            return self._end(run["cancel_requested"], error=run["cancel_requested"].replace("_", " "))
+        texts = self.sources if self.sources is not None else self.store.pinned_sources(run["id"])
+        program = Program(PinnedSources(texts), effect=gate.effect, log=gate.log)
+        kwargs = json.loads(run["args"])
+        posargs = json.loads(run["posargs"]) if run.get("posargs") else []
+        options = sl.EvalOptions(check_cancelled=gate.cancel.is_set, max_callstack_size=MAX_CALLSTACK)
+        try:
+            module = program.load(run["file"])
+            if not program.function_exists(run["file"], run["function"]):
+                raise UserError(f"{run['file']} has no top-level function {run['function']!r}")
+            program.phase = "execution"
+            value = module.call_with(options, run["function"], *posargs, **kwargs).value
+        except LoadError as e:
+            return self._end("failed", error="\n".join(d.render() for d in e.diagnostics) or str(e))
+        except UserError as e:
+            return self._end("failed", error=str(e))
+        except (sl.StarlarkError, Stop) as e:
+            return self._stopped(e)
+        try:
+            result = canonical(value)
+        except (TypeError, ValueError):
+            return self._end("failed", error=f"the result of {run['function']}() is not a JSON value: {value!r}")
+        return self._end("completed", result=result)
+
+    def _stopped(self, error):
+        stop = self.gate.stop
+        if stop is None:
+            if self.gate.cancel.is_set():  # check_cancelled stopped a pure Starlark loop
+                reason = self.gate.cancel_reason or "cancelled"
+                if reason == "interrupt":
+                    return "interrupted"
+                return self._end(reason, error=reason.replace("_", " "))
+            return self._end("failed", error=strip_prelude_frames(str(error)).strip())
+        kind = stop[0]
+        if kind == "suspend":
+            _, waiting_for, wake_at = stop
+            return self._suspend(waiting_for, wake_at)
+        if kind == "continue":
+            return self._continue(stop[1])
+        if kind == "cancel":
+            return self._end(stop[1], error=stop[1].replace("_", " "))
+        if kind == "nondeterminism":
+            return self._end("failed", error=stop[1])
+        if kind == "interrupt":
+            # Leave the run resumable: still 'running' but with no live owner.
+            self.store.update_run(self.run["id"], owner=self.owner, lease_expires=0)
+            return "interrupted"
+        return "lost"  # another process owns the run now
+
+    def _suspend(self, waiting_for, wake_at):
+        run, store, now = self.run, self.store, self.clock.now()
+        if run["deadline"] is not None:
+            wake_at = run["deadline"] if wake_at is None else min(wake_at, run["deadline"])
+        with store.transaction():
+            if waiting_for["kind"] == "signal":
+                if store.has_signal(run["id"], waiting_for["name"]):
+                    wake_at = now
+            elif waiting_for["kind"] == "children":
+                states = [store.get_run(c)["state"] for c in waiting_for["runs"]]
+                if any(s in ("completed", "failed", "cancelled", "timed_out") for s in states):
+                    wake_at = now
+            fresh = store.get_run(run["id"])
+            if fresh["cancel_requested"]:
+                wake_at = now
+            ok = store.update_run(run["id"], owner=self.owner, state="waiting", waiting_for=canonical(waiting_for),
+                                  wake_at=wake_at, lease_expires=None)
+            if ok:
+                store.update_run(run["id"], owner=None)
+        return "waiting" if ok else "lost"
+
+    def _continue(self, kwargs):
+        run, store = self.run, self.store
+        with store.transaction():
+            new_id = run_ops.create_run(
+                store, self.clock, file=run["file"], function=run["function"], args=kwargs, texts=run["id"],
+                root_dir=run["root_dir"], root_id=run["root_id"], continued_from=run["id"],
+                schedule=run["schedule"], fire_time=run["fire_time"],
+            )
+            state = self._end("completed", result="null", continued_as=new_id)
+        return state
+
+    def _end(self, state, result=None, error=None, **extra):
+        store, run = self.store, self.run
+        with store.transaction():
+            ok = store.update_run(run["id"], owner=self.owner, state=state, result=result, error=error,
+                                  ended_at=self.clock.now(), waiting_for=None, wake_at=None,
+                                  lease_expires=None, **extra)
+            if not ok:
+                return "lost"
+            store.update_run(run["id"], owner=None)
+            if state in ("cancelled", "timed_out"):
+                for child in store.descendants(run["id"]):
+                    run_ops._cancel_one(store, self.clock, child, "cancelled")
+            run_ops.notify_parent(store, self.clock, run)
+        return state

@@ -1,0 +1,133 @@
+"""Operations on runs that are not execution: create, signal, cancel, finish.
+
+Each is one transaction over the store.
+"""
+
+import json
+
+from flowmetal.codec import canonical
+from flowmetal.errors import NotFound, UserError
+from flowmetal.ids import new_run_id
+from flowmetal.lang.loader import Program, split_function_ref
+from flowmetal.lang.workspace import DiskSources, file_name
+from flowmetal.store.base import ENDED
+
+MAX_SIGNAL_BYTES = 256 * 1024
+
+
+def load_target(root, path, function):
+    """Load a workflow file from disk for a new run; returns (file name, texts to pin)."""
+    name = file_name(root, path)
+    program = Program(DiskSources(root))
+    program.load(name)
+    if not program.function_exists(name, function):
+        defined = sorted(n for n in _functions(program.texts[name]) if not n.startswith("_"))
+        raise UserError(f"{name} has no top-level function {function!r}"
+                        + (f" (it defines: {', '.join(defined)})" if defined else ""))
+    return name, dict(program.texts)
+
+
+def _functions(text):
+    from flowmetal.lang.loader import top_level_functions
+
+    return top_level_functions(text)
+
+
+def create_run(store, clock, *, file, function, args, texts, root_dir=None, timeout=None,
+               parent_id=None, root_id=None, continued_from=None, schedule=None, fire_time=None,
+               posargs=None, run_id=None):
+    """Insert a pending run with its pinned sources (call inside a transaction or alone)."""
+    now = clock.now()
+    run_id = run_id or new_run_id(now)
+    if not isinstance(args, dict):
+        raise UserError("run arguments must be a JSON object")
+    run = {
+        "id": run_id, "file": file, "function": function, "args": canonical(args),
+        "posargs": None if not posargs else canonical(posargs),
+        "state": "pending", "created_at": now, "updated_at": now, "root_dir": root_dir,
+        "parent_id": parent_id, "root_id": root_id or run_id, "continued_from": continued_from,
+        "schedule": schedule, "fire_time": fire_time,
+        "deadline": None if timeout is None else now + timeout,
+    }
+    with store.transaction():
+        store.insert_run(run)
+        if isinstance(texts, str):
+            store.copy_sources(texts, run_id)
+        else:
+            store.pin_sources(run_id, texts)
+    return run_id
+
+
+def send_signal(store, clock, run_ref, name, payload_text):
+    if payload_text is None:
+        payload_text = "null"
+    if len(payload_text.encode("utf-8")) > MAX_SIGNAL_BYTES:
+        raise UserError(f"signal payload is larger than the limit of {MAX_SIGNAL_BYTES // 1024} KiB")
+    try:
+        payload = json.loads(payload_text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"signal payload is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    run = store.find_run(run_ref)
+    with store.transaction():
+        run = store.get_run(run["id"])
+        if run["state"] in ENDED:
+            raise UserError(f"run {run['id']} has ended ({run['state']}); it can receive no signal")
+        store.insert_signal(run["id"], name, canonical(payload), clock.now())
+        waiting = json.loads(run["waiting_for"] or "null")
+        if run["state"] == "waiting" and waiting and waiting.get("kind") == "signal" and waiting.get("name") == name:
+            store.update_run(run["id"], wake_at=clock.now())
+    return run["id"]
+
+
+def cancel_run(store, clock, run_ref, state="cancelled"):
+    """Cancel a run and its descendants. Waiting and pending runs end at once;
+    running ones are asked to stop at their next effect (their owner sees it)."""
+    run = store.find_run(run_ref)
+    if run["state"] in ENDED:
+        raise UserError(f"run {run['id']} has already ended ({run['state']})")
+    with store.transaction():
+        for rid in [run["id"], *store.descendants(run["id"])]:
+            _cancel_one(store, clock, rid, state)
+    return run["id"]
+
+
+def _cancel_one(store, clock, run_id, state):
+    run = store.get_run(run_id)
+    if run is None or run["state"] in ENDED:
+        return
+    now = clock.now()
+    if run["state"] in ("pending", "waiting"):
+        store.update_run(run_id, state=state, ended_at=now, error=f"{state.replace('_', ' ')}",
+                         owner=None, lease_expires=None, wake_at=None, cancel_requested=state)
+        notify_parent(store, clock, run)
+    else:
+        store.update_run(run_id, cancel_requested=state)
+
+
+def notify_parent(store, clock, run):
+    """A child ended: a parent waiting on children is due now."""
+    if run.get("parent_id"):
+        parent = store.get_run(run["parent_id"])
+        if parent and parent["state"] == "waiting":
+            store.update_run(parent["id"], wake_at=clock.now())
+
+
+def child_result(run):
+    state = run["state"]
+    value = json.loads(run["result"]) if run["result"] is not None else None
+    return {"id": run["id"], "ok": state == "completed", "value": value if state == "completed" else None,
+            "error": run["error"] if state != "completed" else None, "state": state}
+
+
+def resolve_ref(ref):
+    file, function = split_function_ref(ref)
+    if file is None:
+        raise UserError(f"cannot tell which file defines function {ref!r}")
+    return file, function
+
+
+def get(store, ref):
+    try:
+        return store.find_run(ref)
+    except NotFound:
+        raise

@@ -1,0 +1,1 @@
+"""The Starlark front-end: workspace and labels, the builtin surface, loading."""

@@ -1,0 +1,215 @@
+"""`flowmetal check`: load every `.star` file under some paths and report every problem.
+
+For each file: syntax and load errors (from loading it, with everything it
+loads), unknown names and type errors (starlark's typechecker, with the
+builtins visible), lints (starlark's linter), and invalid `schedule()`
+declarations; across the workspace, duplicate schedule names.
+"""
+
+import os
+import re
+from pathlib import Path
+
+import starlark as sl
+
+from flowmetal.errors import UserError
+from flowmetal.lang.diagnostics import PRELUDE, Diagnostic, from_starlark_error
+from flowmetal.lang.loader import BUILTIN_NAMES, DIALECT, GLOBALS, Program, parse, prelude_ast, split_function_ref, \
+    top_level_functions
+from flowmetal.lang.workspace import DiskSources, LabelError, file_name
+
+SKIP_DIRS = {".git", ".flowmetal", "node_modules", "__pycache__", ".venv", "venv"}
+# Lints that point at real mistakes are errors; the rest are warnings, and
+# those starlark itself disables are not shown.
+ERROR_LINTS = {"duplicate-key", "duplicate-top-level-assign", "underscore-load", "missing-return"}
+
+
+def star_files(root, paths):
+    """Every .star file under the given paths (files or directories), as workspace names."""
+    out = []
+    for p in paths:
+        path = Path(p)
+        if not path.exists():
+            raise UserError(f"{p}: no such file or directory")
+        if path.is_file() or path.is_symlink() and not path.is_dir():
+            out.append(file_name(root, path))
+            continue
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("bazel-"))
+            for f in sorted(filenames):
+                if f.endswith(".star"):
+                    out.append(file_name(root, Path(dirpath) / f))
+    return sorted(set(out))
+
+
+class Report:
+    def __init__(self):
+        self.diagnostics = []
+        self.schedules = []
+        self.files = 0
+
+    def add(self, d):
+        if d.key() not in {x.key() for x in self.diagnostics}:
+            self.diagnostics.append(d)
+
+    @property
+    def errors(self):
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+
+def check(root, paths):
+    root = Path(root).resolve()
+    report = Report()
+    sources = DiskSources(root)
+    names = []
+    for p in paths:
+        try:
+            names.extend(star_files(root, [p]))
+        except LabelError as e:
+            report.add(Diagnostic(str(p), 1, 1, str(e)))
+    program = Program(sources)
+    for name in sorted(set(names)):
+        report.files += 1
+        try:
+            program.load(name)
+        except UserError:
+            pass
+        text = program.texts.get(name)
+        if text is None:
+            continue
+        for d in _static(name, text, program):
+            report.add(d)
+    for d in program.diagnostics:
+        report.add(d)
+    specs = collect_schedules(program, report)
+    report.schedules = specs
+    report.diagnostics.sort(key=lambda d: (d.file, d.line, d.col))
+    return report
+
+
+def _static(name, text, program):
+    """Lints and typecheck of one file, with the builtins and its loads visible."""
+    try:
+        ast = parse(name, text)
+    except sl.StarlarkError:
+        return []  # already reported by loading
+    out = []
+    lines = text.splitlines()
+    for lint in ast.lint():
+        severity = str(lint.severity)
+        if "Disabled" in severity:
+            continue
+        loc = lint.resolved_location
+        begin = loc.span.begin
+        kind = "error" if lint.short_name in ERROR_LINTS else "warning"
+        src = lines[begin.line] if begin.line < len(lines) else ""
+        out.append(Diagnostic(name, begin.line + 1, begin.column + 1, f"{lint.problem} [{lint.short_name}]", src, kind))
+    out.extend(_typecheck(name, text, program))
+    return out
+
+
+def _typecheck(name, text, program):
+    """Typecheck with the prelude visible: a load() of it is appended at the end, so lines do not move."""
+    used = [b for b in BUILTIN_NAMES if re.search(r"\b" + b + r"\b", text)]
+    defined = set(top_level_functions(text)) | set(re.findall(r"^(\w+)\s*=", text, re.M))
+    used = [b for b in used if b not in defined]
+    interfaces = {}
+    try:
+        _, prelude_iface, _ = prelude_ast().typecheck(GLOBALS, {})
+        interfaces[PRELUDE] = prelude_iface
+        source = text
+        if used:
+            source = text.rstrip("\n") + "\n" + f"load({PRELUDE!r}, " + ", ".join(repr(u) for u in used) + ")\n"
+        ast = sl.parse(name, source, DIALECT)
+        for load in ast.loads():
+            if load.module_id == PRELUDE:
+                continue
+            iface = _interface_of(load.module_id, name, program)
+            if iface is None:
+                return []  # the load itself failed: reported by loading
+            interfaces[load.module_id] = iface
+        errors, _, _ = ast.typecheck(GLOBALS, interfaces)
+    except sl.StarlarkError:
+        return []
+    out = []
+    for e in errors:
+        d = from_starlark_error(str(e), program._read)
+        if "Internal error" in d.message:
+            continue
+        out.append(d)
+    return out
+
+
+def _interface_of(label, from_name, program, _cache={}):
+    from flowmetal.lang.workspace import resolve_label
+
+    try:
+        target = resolve_label(label, from_name)
+    except LabelError:
+        return None
+    text = program.texts.get(target)
+    if text is None:
+        return None
+    key = (target, hash(text))
+    if key not in _cache:
+        try:
+            inner = {}
+            ast = sl.parse(target, text, DIALECT)
+            for load in ast.loads():
+                iface = _interface_of(load.module_id, target, program)
+                if iface is None:
+                    return None
+                inner[load.module_id] = iface
+            _, iface, _ = ast.typecheck(GLOBALS, inner)
+        except sl.StarlarkError:
+            return None
+        _cache[key] = iface
+    return _cache[key]
+
+
+def collect_schedules(program, report=None):
+    """Validate the schedule() declarations a program made; returns ScheduleSpecs.
+
+    Problems go to `report` (when given) as diagnostics at the declaration.
+    """
+    from flowmetal.schedule.spec import validate_schedule
+
+    specs, seen = [], {}
+    for decl in program.declarations:
+        if decl.kind != "schedule":
+            continue
+        args = dict(decl.args)
+        problems = []
+        for key in ("run", "on_failure"):
+            ref, kind = args.pop(key), args.pop(key + "_type")
+            if key == "on_failure" and kind == "NoneType":
+                args[key] = None
+                continue
+            if ref is None:
+                problems.append(f"schedule(): {key} must be a top-level function, got {kind}")
+                args[key] = None
+                continue
+            file, function = split_function_ref(ref)
+            if file is None or not program.function_exists(file, function):
+                problems.append(f"schedule(): {key} must be a top-level function of a file, "
+                                f"got {function!r} (a lambda or a nested function cannot be scheduled)")
+                args[key] = None
+                continue
+            args[key] = f"{file}:{function}"
+        spec, errors = validate_schedule(args, file=decl.file, line=decl.line) if not problems else (None, [])
+        if spec is None and not problems and not errors:
+            errors = ["invalid schedule"]
+        problems.extend(errors)
+        src = program.texts.get(decl.file, "").splitlines()
+        source_line = src[decl.line - 1] if 0 < decl.line <= len(src) else ""
+        if spec is not None and not problems:
+            if spec.name in seen:
+                other = seen[spec.name]
+                problems.append(f"duplicate schedule name {spec.name!r} (also declared at {other.file}:{other.line})")
+            else:
+                seen[spec.name] = spec
+                specs.append(spec)
+        if report is not None:
+            for p in problems:
+                report.add(Diagnostic(decl.file, decl.line, decl.col, p, source_line))
+    return specs

@@ -1,0 +1,229 @@
+"""Loading `.star` files into Starlark modules, in two phases (SPEC section 2).
+
+A `Program` loads one file and everything it loads. Each module is evaluated
+with the prelude (`builtins.star`) first, so every builtin is a Starlark
+function over a few host callables:
+
+- `_effect(name, args)`: the only way to reach the outside world. While
+  loading it is an error; while executing it is handed to the journal gate.
+- `_pure(name, args)`: pure helpers (`duration`, `retry_policy`).
+- `_declare(kind, args)`: declarations (`schedule`), allowed only while loading.
+- `_log(text)`: `print` and `log`, captured instead of written by Rust to stdout.
+
+Every source text a program reads is kept in `texts`, so a run can pin it.
+"""
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import starlark as sl
+
+from flowmetal.codec import content_hash
+from flowmetal.durations import parse_duration
+from flowmetal.errors import LoadError, UserError
+from flowmetal.lang.diagnostics import PRELUDE, Diagnostic, from_starlark_error
+from flowmetal.lang.workspace import LabelError, resolve_label
+
+DIALECT = sl.Dialect.extended()
+GLOBALS = sl.Globals.extended_by([
+    sl.LibraryExtension.StructType,
+    sl.LibraryExtension.Json,
+    sl.LibraryExtension.Typing,
+    sl.LibraryExtension.Map,
+    sl.LibraryExtension.Filter,
+    sl.LibraryExtension.Partial,
+])
+PRELUDE_TEXT = (Path(__file__).parent / "builtins.star").read_text(encoding="utf-8")
+# Every public builtin the prelude defines (the names a user file sees).
+BUILTIN_NAMES = tuple(re.findall(r"^def ([a-z]\w*)\(", PRELUDE_TEXT, re.M))
+EFFECTS = tuple(sorted(set(re.findall(r'_effect\("(\w+)"', PRELUDE_TEXT))))
+_TOP_DEF = re.compile(r"^def\s+(\w+)\s*\(", re.M)
+_SCHEDULE_CALL = re.compile(r"^schedule\s*\(", re.M)
+
+
+class PhaseError(UserError):
+    """A builtin was called in the wrong phase (an effect while loading, a declaration while executing)."""
+
+
+class BuiltinError(UserError):
+    """A builtin was given a bad argument; the message names the builtin and the argument."""
+
+
+@lru_cache(maxsize=1)
+def prelude_ast():
+    return sl.parse(PRELUDE, PRELUDE_TEXT, DIALECT)
+
+
+@lru_cache(maxsize=512)
+def _parse(name, text_hash, text):
+    return sl.parse(name, text, DIALECT)
+
+
+def parse(name, text):
+    return _parse(name, content_hash(text), text)
+
+
+def top_level_functions(text):
+    return set(_TOP_DEF.findall(text))
+
+
+def split_function_ref(ref):
+    """"jobs/x.star.backup" (what str() of a Starlark function gives) -> ("jobs/x.star", "backup")."""
+    head, sep, name = ref.rpartition(".star.")
+    if not sep:
+        return None, ref
+    return head + ".star", name
+
+
+class Declaration:
+    """A raw declaration made while loading: kind, arguments, and where."""
+
+    def __init__(self, kind, args, file, line, col):
+        self.kind, self.args, self.file, self.line, self.col = kind, args, file, line, col
+
+
+class Program:
+    """One root file and the files it loads, evaluated into frozen modules."""
+
+    def __init__(self, sources, effect=None, log=None):
+        self.sources = sources
+        self.effect_handler = effect
+        self.log_handler = log or (lambda text: None)
+        self.phase = "loading"
+        self.modules = {}
+        self.texts = {}
+        self.declarations = []
+        self.diagnostics = []
+        self._stack = []
+        self._failed = set()
+
+    # --- host callables ---------------------------------------------------
+
+    def _effect(self, name, args):
+        if self.phase != "execution":
+            raise PhaseError(
+                f"{name}() is an effect and cannot be called while the file is loading "
+                f"(at its top level); call it inside a function that a run executes"
+            )
+        return self.effect_handler(name, args)
+
+    def _pure(self, name, args):
+        if name == "duration":
+            try:
+                return parse_duration(args["value"], "duration()")
+            except ValueError as e:
+                raise BuiltinError(str(e)) from None
+        if name == "retry_policy":
+            from flowmetal.engine.retry import RetryPolicy
+
+            try:
+                return RetryPolicy.from_args(args).to_dict()
+            except ValueError as e:
+                raise BuiltinError(f"retry_policy(): {e}") from None
+        raise BuiltinError(f"unknown helper {name}")
+
+    def _log(self, text):
+        self.log_handler(text)
+
+    def _declarer(self, file):
+        def declare(kind, args):
+            if self.phase != "loading":
+                raise PhaseError(f"{kind}() is a declaration: call it at the top level of a file, not while a run executes")
+            text = self.texts.get(file, "")
+            index = sum(1 for d in self.declarations if d.file == file and d.kind == kind)
+            matches = [m.start() for m in _SCHEDULE_CALL.finditer(text)]
+            line, col = 1, 1
+            if index < len(matches):
+                line = text.count("\n", 0, matches[index]) + 1
+            self.declarations.append(Declaration(kind, args, file, line, col))
+            return None
+
+        return declare
+
+    # --- loading ----------------------------------------------------------
+
+    def load(self, name):
+        """Load `name` (a workspace file name) and return its frozen module.
+
+        Raises LoadError carrying every diagnostic found on the way.
+        """
+        module = self._load(name)
+        if module is None:
+            raise LoadError(f"{name} failed to load", self.diagnostics)
+        return module
+
+    def _load(self, name):
+        if name in self.modules:
+            return self.modules[name]
+        if name in self._failed:
+            return None
+        self._stack.append(name)
+        try:
+            return self._evaluate(name)
+        finally:
+            self._stack.pop()
+
+    def _evaluate(self, name):
+        try:
+            text = self.sources.read(name)
+        except LabelError as e:
+            self._fail(name, Diagnostic(name, 1, 1, str(e)))
+            return None
+        self.texts[name] = text
+        try:
+            ast = parse(name, text)
+        except sl.StarlarkError as e:
+            self._fail(name, from_starlark_error(str(e), self._read))
+            return None
+        module = sl.Module()
+        module.add_callable("_effect", self._effect)
+        module.add_callable("_pure", self._pure)
+        module.add_callable("_log", self._log)
+        module.add_callable("_declare", self._declarer(name))
+        loader = sl.FileLoader(lambda label: self._load_for(name, label))
+        try:
+            sl.eval(module, prelude_ast(), GLOBALS)
+            sl.eval(module, ast, GLOBALS, loader)
+        except sl.StarlarkError as e:
+            self._fail(name, from_starlark_error(str(e), self._read))
+            return None
+        frozen = module.freeze()
+        self.modules[name] = frozen
+        return frozen
+
+    def _load_for(self, from_name, label):
+        """The FileLoader callback: resolve a label as written in `from_name`."""
+        name = resolve_label(label, from_name)
+        if name in self._stack:
+            cycle = self._stack[self._stack.index(name):] + [name]
+            raise LoadError("load cycle: " + " -> ".join(cycle))
+        module = self._load(name)
+        if module is None:
+            raise LoadError(f"cannot load {label!r}: {name} has errors (reported above)")
+        return module
+
+    def _fail(self, name, diagnostic):
+        self._failed.add(name)
+        if diagnostic.key() not in {d.key() for d in self.diagnostics}:
+            self.diagnostics.append(diagnostic)
+
+    def _read(self, name):
+        if name in self.texts:
+            return self.texts[name]
+        return self.sources.read(name)
+
+    # --- execution --------------------------------------------------------
+
+    def function_exists(self, file, function):
+        text = self.texts.get(file)
+        return text is not None and function in top_level_functions(text)
+
+    def call(self, file, function, kwargs, options=None):
+        """Call a top-level function of a loaded file with keyword arguments."""
+        module = self.load(file)
+        if not self.function_exists(file, function):
+            raise UserError(f"{file} has no top-level function {function!r}")
+        self.phase = "execution"
+        # call_with, not call: call() reserves the keyword "name" for itself.
+        return module.call_with(options or sl.EvalOptions(), function, **kwargs).value

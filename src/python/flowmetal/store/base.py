@@ -1,0 +1,105 @@
+"""The storage interface every backend implements (SQLite now, PostgreSQL later).
+
+Rows cross this interface as plain dicts with JSON columns already decoded
+where noted. Several writes compose into one transaction:
+
+    with store.transaction():
+        store.insert_journal(...)
+        store.update_run(...)
+
+Outside `transaction()` each method commits on its own. Methods that change
+a run which is being executed take `owner` and change nothing (returning
+False) when the caller no longer owns the run: a process that lost its lease
+can never overwrite the work of the one that took over.
+"""
+
+from abc import ABC, abstractmethod
+
+RUN_STATES = ("pending", "running", "waiting", "completed", "failed", "cancelled", "timed_out")
+ENDED = ("completed", "failed", "cancelled", "timed_out")
+
+
+class Store(ABC):
+    # --- lifecycle
+    @abstractmethod
+    def transaction(self): """Context manager: one atomic transaction on this thread."""
+
+    @abstractmethod
+    def close(self): ...
+
+    # --- runs
+    @abstractmethod
+    def insert_run(self, run: dict): ...
+
+    @abstractmethod
+    def get_run(self, run_id: str) -> dict | None: ...
+
+    @abstractmethod
+    def find_run(self, prefix: str) -> dict:
+        """The run whose id is or starts with `prefix`; NotFound or ambiguous -> UserError."""
+
+    @abstractmethod
+    def list_runs(self, status=None, limit=50, parent_id=None, root_id=None) -> list: ...
+
+    @abstractmethod
+    def update_run(self, run_id: str, owner=None, **fields) -> bool:
+        """Set columns of a run; with `owner`, only if that owner still holds it."""
+
+    @abstractmethod
+    def claim_run(self, owner: str, now: float, lease_until: float, root_id=None, run_id=None) -> dict | None:
+        """Atomically take one runnable run: pending, waiting and due, or running with an expired lease."""
+
+    @abstractmethod
+    def renew_leases(self, owner: str, until: float) -> list:
+        """Extend every lease held by `owner`; return [(id, cancel_requested, deadline)] of its runs."""
+
+    @abstractmethod
+    def running_runs(self) -> list: ...
+
+    @abstractmethod
+    def next_wake(self, root_id=None) -> float | None: ...
+
+    # --- sources
+    @abstractmethod
+    def pin_sources(self, run_id: str, texts: dict): ...
+
+    @abstractmethod
+    def pinned_sources(self, run_id: str) -> dict: ...
+
+    @abstractmethod
+    def copy_sources(self, from_run: str, to_run: str): ...
+
+    @abstractmethod
+    def descendants(self, run_id: str) -> list: ...
+
+    # --- journal
+    @abstractmethod
+    def journal(self, run_id: str) -> list: ...
+
+    @abstractmethod
+    def insert_journal(self, entry: dict, owner: str) -> bool: ...
+
+    @abstractmethod
+    def update_journal(self, run_id: str, seq: int, owner: str, **fields) -> bool: ...
+
+    # --- logs
+    @abstractmethod
+    def add_logs(self, run_id: str, rows: list): """rows: (seq, n, time, stream, line); duplicates ignored."""
+
+    @abstractmethod
+    def logs(self, run_id: str, after_rowid=0) -> list: ...
+
+    # --- signals
+    @abstractmethod
+    def insert_signal(self, run_id: str, name: str, payload: str, now: float): ...
+
+    @abstractmethod
+    def take_signal(self, run_id: str, name: str, seq: int) -> dict | None:
+        """Mark the oldest unconsumed signal `name` as consumed by journal entry `seq`."""
+
+    # --- blobs
+    @abstractmethod
+    def put_blob(self, data: str) -> str: ...
+
+    @abstractmethod
+    def get_blob(self, digest: str) -> str: ...

@@ -1,0 +1,380 @@
+"""The SQLite store: one file, WAL, a busy timeout, a versioned schema.
+
+The hot path (journal writes) uses plain `sqlite3` with prepared statements:
+bench/bench_journal.py measures it against raw commits. sqlite-utils serves
+the schema introspection in migrations.
+"""
+
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlite_utils
+
+from flowmetal.codec import content_hash
+from flowmetal.errors import StoreError, UserError
+from flowmetal.store.base import Store
+
+BUSY_TIMEOUT_MS = 10_000
+
+# Each entry migrates the schema from version i to i+1. Never edit one that shipped.
+MIGRATIONS = [
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        file TEXT NOT NULL,
+        function TEXT NOT NULL,
+        args TEXT NOT NULL,
+        posargs TEXT,
+        state TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        ended_at REAL,
+        updated_at REAL,
+        root_dir TEXT,
+        parent_id TEXT,
+        root_id TEXT,
+        continued_from TEXT,
+        continued_as TEXT,
+        schedule TEXT,
+        fire_time REAL,
+        waiting_for TEXT,
+        wake_at REAL,
+        deadline REAL,
+        cancel_requested TEXT,
+        owner TEXT,
+        lease_expires REAL,
+        executions INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX runs_state ON runs(state, wake_at);
+    CREATE INDEX runs_parent ON runs(parent_id);
+    CREATE INDEX runs_root ON runs(root_id);
+    CREATE TABLE journal (
+        run_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        builtin TEXT NOT NULL,
+        args TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        status TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        data TEXT,
+        started_at REAL NOT NULL,
+        ended_at REAL,
+        reexecuted INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE sources (hash TEXT PRIMARY KEY, content TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE run_sources (
+        run_id TEXT NOT NULL, name TEXT NOT NULL, hash TEXT NOT NULL,
+        PRIMARY KEY (run_id, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE logs (
+        run_id TEXT NOT NULL, seq INTEGER NOT NULL, n INTEGER NOT NULL,
+        time REAL NOT NULL, stream TEXT NOT NULL, line TEXT NOT NULL,
+        UNIQUE (run_id, seq, n)
+    );
+    CREATE TABLE signals (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL, name TEXT NOT NULL, payload TEXT NOT NULL,
+        sent_at REAL NOT NULL, consumed_seq INTEGER
+    );
+    CREATE INDEX signals_run ON signals(run_id, name, consumed_seq);
+    CREATE TABLE blobs (hash TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+    """,
+]
+
+
+class SqliteStore(Store):
+    def __init__(self, path, synchronous_full=False):
+        self.path = str(path)
+        self.synchronous = "FULL" if synchronous_full else "NORMAL"
+        self._local = threading.local()
+        parent = Path(self.path).parent
+        if not parent.is_dir():
+            raise StoreError(f"cannot open database {self.path}: directory {parent} does not exist")
+        self._migrate()
+
+    # --- connections and transactions -------------------------------------
+
+    @property
+    def conn(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                       check_same_thread=False)
+                conn.row_factory = sqlite3.Row
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            except sqlite3.DatabaseError as e:
+                raise StoreError(f"cannot open database {self.path}: {e}") from None
+            self._local.conn = conn
+            self._local.depth = 0
+        return conn
+
+    @contextmanager
+    def transaction(self):
+        conn = self.conn
+        if self._local.depth:
+            self._local.depth += 1
+            try:
+                yield
+            finally:
+                self._local.depth -= 1
+            return
+        self._exec(conn, "BEGIN IMMEDIATE")
+        self._local.depth = 1
+        try:
+            yield
+        except BaseException:
+            self._local.depth = 0
+            conn.execute("ROLLBACK")
+            raise
+        self._local.depth = 0
+        self._exec(conn, "COMMIT")
+
+    def _exec(self, conn, sql, params=()):
+        try:
+            return conn.execute(sql, params)
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise StoreError(
+                    f"database {self.path} is locked by another process (waited {BUSY_TIMEOUT_MS // 1000}s)"
+                ) from None
+            raise StoreError(f"database {self.path}: {e}") from None
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"database {self.path}: {e}") from None
+
+    def x(self, sql, params=()):
+        """Execute one statement (inside the current transaction, or alone)."""
+        return self._exec(self.conn, sql, params)
+
+    def close(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _migrate(self):
+        conn = self.conn
+        db = sqlite_utils.Database(conn)
+        with self.transaction():
+            if "meta" not in db.table_names():
+                self.x("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+                self.x("INSERT INTO meta VALUES ('schema_version', '0')")
+            version = int(self.x("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"database {self.path} has schema version {version}, newer than this Flowmetal "
+                    f"understands ({len(MIGRATIONS)}); upgrade Flowmetal"
+                )
+            for i in range(version, len(MIGRATIONS)):
+                for statement in MIGRATIONS[i].split(";"):
+                    if statement.strip():
+                        self.x(statement)
+                self.x("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(i + 1),))
+
+    def schema_version(self):
+        return int(self.x("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+
+    # --- runs ----------------------------------------------------------------
+
+    def insert_run(self, run):
+        cols = ", ".join(run)
+        marks = ", ".join("?" for _ in run)
+        self.x(f"INSERT INTO runs ({cols}) VALUES ({marks})", tuple(run.values()))
+
+    def get_run(self, run_id):
+        row = self.x("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return dict(row) if row else None
+
+    def find_run(self, prefix):
+        rows = self.x("SELECT * FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
+                      (prefix, prefix + "\uffff")).fetchall()
+        exact = [r for r in rows if r["id"] == prefix]
+        if exact:
+            return dict(exact[0])
+        if not rows:
+            from flowmetal.errors import NotFound
+
+            raise NotFound(f"no run {prefix!r}")
+        if len(rows) > 1:
+            raise UserError(f"run id prefix {prefix!r} is ambiguous: it matches {rows[0]['id']}, {rows[1]['id']}, ...")
+        return dict(rows[0])
+
+    def list_runs(self, status=None, limit=50, parent_id=None, root_id=None):
+        where, params = [], []
+        for col, val in (("state", status), ("parent_id", parent_id), ("root_id", root_id)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                params.append(val)
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        rows = self.x(f"SELECT * FROM runs {clause} ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
+        return [dict(r) for r in rows]
+
+    def update_run(self, run_id, owner=None, **fields):
+        fields.setdefault("updated_at", time.time())
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        sql = f"UPDATE runs SET {sets} WHERE id = ?"
+        params = [*fields.values(), run_id]
+        if owner is not None:
+            sql += " AND owner = ?"
+            params.append(owner)
+        return self.x(sql, params).rowcount == 1
+
+    def claim_run(self, owner, now, lease_until, root_id=None, run_id=None):
+        scope, params = "", [now, now]
+        if run_id is not None:
+            scope, params = " AND id = ?", params + [run_id]
+        elif root_id is not None:
+            scope, params = " AND root_id = ?", params + [root_id]
+        row = self.x(
+            f"""UPDATE runs SET state = 'running', owner = ?, lease_expires = ?,
+                   started_at = coalesce(started_at, ?), updated_at = ?, executions = executions + 1
+               WHERE id = (
+                   SELECT id FROM runs
+                   WHERE (state = 'pending' OR (state = 'waiting' AND wake_at <= ?)
+                          OR (state = 'running' AND lease_expires < ?)){scope}
+                   ORDER BY coalesce(wake_at, created_at) LIMIT 1)
+               RETURNING *""",
+            (owner, lease_until, now, now, *params),
+        ).fetchone()
+        return dict(row) if row else None
+
+    def renew_leases(self, owner, until):
+        with self.transaction():
+            self.x("UPDATE runs SET lease_expires = ? WHERE owner = ? AND state = 'running'", (until, owner))
+            rows = self.x("SELECT id, cancel_requested, deadline FROM runs WHERE owner = ? AND state = 'running'",
+                          (owner,)).fetchall()
+        return [tuple(r) for r in rows]
+
+    def descendants(self, run_id):
+        rows = self.x("""WITH RECURSIVE d(id) AS (
+                           SELECT id FROM runs WHERE parent_id = ?
+                           UNION ALL SELECT r.id FROM runs r JOIN d ON r.parent_id = d.id)
+                         SELECT id FROM d""", (run_id,)).fetchall()
+        return [r[0] for r in rows]
+
+    def owned_runs(self, owner):
+        return [tuple(r) for r in self.x(
+            "SELECT id, cancel_requested, deadline FROM runs WHERE owner = ? AND state = 'running'", (owner,))]
+
+    def running_runs(self):
+        return [dict(r) for r in self.x("SELECT id, owner, lease_expires FROM runs WHERE state = 'running'")]
+
+    def next_wake(self, root_id=None):
+        sql = "SELECT min(wake_at) FROM runs WHERE state = 'waiting' AND wake_at IS NOT NULL"
+        params = ()
+        if root_id is not None:
+            sql += " AND root_id = ?"
+            params = (root_id,)
+        return self.x(sql, params).fetchone()[0]
+
+    def has_pending(self, root_id=None):
+        sql = "SELECT 1 FROM runs WHERE state IN ('pending', 'running')"
+        params = ()
+        if root_id is not None:
+            sql += " AND root_id = ?"
+            params = (root_id,)
+        return self.x(sql + " LIMIT 1", params).fetchone() is not None
+
+    def data_version(self):
+        return self.x("PRAGMA data_version").fetchone()[0]
+
+    # --- sources -------------------------------------------------------------
+
+    def pin_sources(self, run_id, texts):
+        for name, text in texts.items():
+            digest = content_hash(text)
+            self.x("INSERT OR IGNORE INTO sources (hash, content) VALUES (?, ?)", (digest, text))
+            self.x("INSERT OR REPLACE INTO run_sources (run_id, name, hash) VALUES (?, ?, ?)", (run_id, name, digest))
+
+    def copy_sources(self, from_run, to_run):
+        self.x("INSERT OR IGNORE INTO run_sources (run_id, name, hash) SELECT ?, name, hash FROM run_sources "
+               "WHERE run_id = ?", (to_run, from_run))
+
+    def pinned_sources(self, run_id):
+        rows = self.x("""SELECT rs.name, s.content FROM run_sources rs JOIN sources s ON s.hash = rs.hash
+                         WHERE rs.run_id = ?""", (run_id,)).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    # --- journal -------------------------------------------------------------
+
+    def journal(self, run_id):
+        return [dict(r) for r in self.x("SELECT * FROM journal WHERE run_id = ? ORDER BY seq", (run_id,))]
+
+    def insert_journal(self, entry, owner):
+        cols = ", ".join(entry)
+        marks = ", ".join("?" for _ in entry)
+        cur = self.x(
+            f"INSERT INTO journal ({cols}) SELECT {marks} WHERE EXISTS "
+            f"(SELECT 1 FROM runs WHERE id = ? AND owner = ? AND state = 'running')",
+            (*entry.values(), entry["run_id"], owner),
+        )
+        return cur.rowcount == 1
+
+    def update_journal(self, run_id, seq, owner, **fields):
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        cur = self.x(
+            f"UPDATE journal SET {sets} WHERE run_id = ? AND seq = ? AND EXISTS "
+            f"(SELECT 1 FROM runs WHERE id = ? AND owner = ? AND state = 'running')",
+            (*fields.values(), run_id, seq, run_id, owner),
+        )
+        return cur.rowcount == 1
+
+    # --- logs ----------------------------------------------------------------
+
+    def add_logs(self, run_id, rows):
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO logs (run_id, seq, n, time, stream, line) VALUES (?, ?, ?, ?, ?, ?)",
+            [(run_id, *r) for r in rows],
+        )
+
+    def logs(self, run_id, after_rowid=0):
+        return [dict(r) for r in self.x(
+            "SELECT rowid, seq, n, time, stream, line FROM logs WHERE run_id = ? AND rowid > ? ORDER BY rowid",
+            (run_id, after_rowid))]
+
+    # --- signals -------------------------------------------------------------
+
+    def insert_signal(self, run_id, name, payload, now):
+        self.x("INSERT INTO signals (run_id, name, payload, sent_at) VALUES (?, ?, ?, ?)", (run_id, name, payload, now))
+
+    def take_signal(self, run_id, name, seq):
+        row = self.x("""SELECT id, payload FROM signals WHERE run_id = ? AND name = ? AND consumed_seq IS NULL
+                        ORDER BY id LIMIT 1""", (run_id, name)).fetchone()
+        if row is None:
+            return None
+        self.x("UPDATE signals SET consumed_seq = ? WHERE id = ?", (seq, row["id"]))
+        return dict(row)
+
+    def has_signal(self, run_id, name):
+        return self.x("SELECT 1 FROM signals WHERE run_id = ? AND name = ? AND consumed_seq IS NULL LIMIT 1",
+                      (run_id, name)).fetchone() is not None
+
+    def signals(self, run_id):
+        return [dict(r) for r in self.x("SELECT * FROM signals WHERE run_id = ? ORDER BY id", (run_id,))]
+
+    # --- blobs ---------------------------------------------------------------
+
+    def put_blob(self, data):
+        digest = content_hash(data)
+        self.x("INSERT OR IGNORE INTO blobs (hash, data) VALUES (?, ?)", (digest, data))
+        return digest
+
+    def get_blob(self, digest):
+        row = self.x("SELECT data FROM blobs WHERE hash = ?", (digest,)).fetchone()
+        if row is None:
+            raise StoreError(f"blob {digest} is missing from {self.path}")
+        return row[0]
+
+
+def default_db_path(root):
+    return os.path.join(str(root), ".flowmetal", "flowmetal.db")
