@@ -342,6 +342,15 @@ class SqliteStore(Store):
             "SELECT rowid, seq, n, time, stream, line FROM logs WHERE run_id = ? AND rowid > ? ORDER BY rowid",
             (run_id, after_rowid))]
 
+    def max_log_rowid(self):
+        return self.x("SELECT coalesce(max(rowid), 0) FROM logs").fetchone()[0]
+
+    def tree_logs(self, root_id, after_rowid=0):
+        return [dict(r) for r in self.x(
+            """SELECT l.rowid, l.run_id, l.seq, l.n, l.time, l.stream, l.line FROM logs l
+               JOIN runs r ON r.id = l.run_id WHERE r.root_id = ? AND l.rowid > ? ORDER BY l.rowid""",
+            (root_id, after_rowid))]
+
     # --- signals -------------------------------------------------------------
 
     def insert_signal(self, run_id, name, payload, now):

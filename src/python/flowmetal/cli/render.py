@@ -1,0 +1,168 @@
+"""Rendering for the command line: the only module that imports rich."""
+
+import datetime as dt
+import json
+import sys
+import time
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from flowmetal.codec import short
+from flowmetal.durations import format_duration
+from flowmetal.store.base import ENDED
+
+# Not on a terminal (pipes, tests, logs): wide enough that tables do not wrap.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def when(ts):
+    if ts is None:
+        return ""
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def run_json(run):
+    doc = dict(run)
+    for key in ("args", "posargs", "result", "waiting_for"):
+        if doc.get(key) is not None:
+            doc[key] = json.loads(doc[key])
+    return doc
+
+
+def entry_json(e):
+    doc = dict(e)
+    for key in ("args", "result", "data"):
+        if doc.get(key) is not None:
+            doc[key] = json.loads(doc[key])
+    return doc
+
+
+def waiting_text(run):
+    w = json.loads(run["waiting_for"]) if run.get("waiting_for") else None
+    if not w:
+        return ""
+    if w["kind"] == "signal":
+        text = f"waiting for signal {w['name']}"
+    elif w["kind"] == "children":
+        text = f"waiting for {len(w['runs'])} child run(s)"
+    else:
+        text = f"waiting for {w['builtin'].replace('_', ' ')}"
+    if w.get("until"):
+        text += f" until {when(w['until'])}"
+    return text
+
+
+def runs_table(rows):
+    table = Table(box=None, pad_edge=False)
+    for col in ("id", "target", "state", "created", "duration", "detail"):
+        table.add_column(col)
+    for r in rows:
+        duration = (r["ended_at"] or time.time()) - (r["started_at"] or r["created_at"])
+        detail = waiting_text(r) if r["state"] == "waiting" else (short(r["error"] or "", 50) if r["error"] else "")
+        if r["schedule"]:
+            detail = f"schedule {r['schedule']} " + detail
+        table.add_row(r["id"], f"{r['file']}:{r['function']}", r["state"], when(r["created_at"]),
+                      format_duration(duration) if r["started_at"] else "", detail)
+    out.print(table)
+
+
+def show_run(run, journal, children):
+    out.print(f"[bold]run[/bold] {run['id']}  {run['file']}:{run['function']}  [bold]{run['state']}[/bold]")
+    out.print(f"args: {run['args']}")
+    if run.get("posargs"):
+        out.print(f"positional args: {run['posargs']}")
+    out.print(f"created {when(run['created_at'])}  started {when(run['started_at'])}  ended {when(run['ended_at'])}"
+              f"  executions {run['executions']}")
+    for label, key in (("parent", "parent_id"), ("continued from", "continued_from"),
+                       ("continued as", "continued_as"), ("schedule", "schedule")):
+        if run.get(key):
+            out.print(f"{label}: {run[key]}")
+    if run["state"] == "waiting":
+        out.print(waiting_text(run))
+    if run["result"] is not None:
+        out.print(f"result: {run['result']}")
+    if run["error"]:
+        out.print("error:")
+        out.print(run["error"], markup=False)
+    if children:
+        out.print(f"children ({len(children)}):")
+        for c in children:
+            out.print(f"  {c['id']}  {c['function']}  {c['state']}", markup=False)
+    table = Table(title="journal", box=None, pad_edge=False, title_justify="left")
+    for col in ("seq", "builtin", "args", "result", "duration", "marks"):
+        table.add_column(col)
+    for e in journal:
+        duration = (e["ended_at"] - e["started_at"]) if e["ended_at"] else None
+        if e["status"] == "started":
+            result = "…" if e["builtin"] in ("sleep", "retry_delay", "wait_signal", "wait") else "(no result)"
+        elif e["status"] == "failed":
+            result = "error: " + (e["error"] or "")
+        elif e["builtin"] == "secret":
+            result = "***"
+        else:
+            result = short(json.loads(e["result"]) if e["result"] else None, 50)
+        marks = []
+        if e["reexecuted"]:
+            marks.append("re-executed")
+        if e["status"] == "started":
+            marks.append("open")
+        table.add_row(str(e["seq"]), e["builtin"], short(json.loads(e["args"]), 50), result,
+                      format_duration(duration) if duration is not None else "", ", ".join(marks))
+    out.print(table)
+
+
+def print_log_line(row, prefix=""):
+    stamp = dt.datetime.fromtimestamp(row["time"]).strftime("%H:%M:%S")
+    click.echo(f"{stamp} {prefix}{row['line']}", err=False)
+
+
+def worker_event(kind, run, detail=None):
+    label = f"{run['id']} {run['file']}:{run['function']}"
+    if kind == "start":
+        click.echo(f"{when(time.time())} start {label}", err=True)
+    elif kind == "end":
+        click.echo(f"{when(time.time())} {detail:<9} {label}", err=True)
+    else:
+        click.echo(f"{when(time.time())} error {label}: {detail}", err=True)
+
+
+class RunFollower:
+    """Follows a foreground run: streams its tree's log to stderr, says when it waits,
+    follows continue_as_new, and renders the end."""
+
+    def __init__(self, store, run_id):
+        self.store = store
+        self.tip = run_id
+        self.root = store.get_run(run_id)["root_id"]
+        self.after = store.max_log_rowid()
+        self.last_status = None
+
+    def poll(self):
+        """Print what is new; True once the run (and its continuations) ended."""
+        for row in self.store.tree_logs(self.root, self.after):
+            prefix = "" if row["run_id"] == self.tip else f"[{row['run_id']}] "
+            click.echo(f"{prefix}{row['line']}", err=True)
+            self.after = row["rowid"]
+        run = self.store.get_run(self.tip)
+        while run["continued_as"]:
+            click.echo(f"continued as new run {run['continued_as']}", err=True)
+            self.tip = run["continued_as"]
+            run = self.store.get_run(self.tip)
+        status = waiting_text(run) if run["state"] == "waiting" else run["state"]
+        if status != self.last_status and run["state"] == "waiting":
+            click.echo(status, err=True)
+        self.last_status = status
+        return run["state"] in ENDED
+
+    def finish(self):
+        run = self.store.get_run(self.tip)
+        if run["state"] == "completed":
+            click.echo(run["result"])
+            return 0
+        click.echo(f"run {run['id']} {run['state']}", err=True)
+        if run["error"]:
+            click.echo(run["error"], err=True)
+        return 1

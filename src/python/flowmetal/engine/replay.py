@@ -1,0 +1,80 @@
+"""`flowmetal replay`: execute a run's code against its journal with no effects.
+
+Every effect call is matched against the journal; nothing is performed and
+nothing is written. Replay stops at the end of the journal (or at an entry
+still open). With `current`, the files on disk are used instead of the pinned
+code, to check in-flight runs before a code change.
+"""
+
+from dataclasses import dataclass
+
+import starlark as sl
+
+from flowmetal.clock import SYSTEM
+from flowmetal.engine.gate import Gate, Stop
+from flowmetal.engine.runner import Hooks
+from flowmetal.errors import LoadError, UserError
+from flowmetal.lang.diagnostics import strip_prelude_frames
+from flowmetal.lang.loader import Program
+from flowmetal.lang.workspace import DiskSources, PinnedSources
+import json
+
+
+@dataclass
+class ReplayReport:
+    ok: bool
+    text: str
+
+
+class ReplayGate(Gate):
+    def _next(self, name, args):
+        seq, rec = super()._next(name, args)
+        if "_new" in rec:
+            self.stop = ("end", seq - 1)
+            raise Stop("end of journal")
+        if rec["status"] == "started":
+            self.stop = ("end", seq)
+            raise Stop("open entry")
+        return seq, rec
+
+    def log(self, text, stream="log"):
+        pass
+
+    def _secret(self, args):
+        seq, rec = self._next("secret", args)
+        return "***"
+
+
+def replay_run(store, run, current=False):
+    if current:
+        if not run["root_dir"]:
+            raise UserError(f"run {run['id']} does not record its workspace root; cannot replay against current files")
+        sources = DiskSources(run["root_dir"])
+        where = f"the current files under {run['root_dir']}"
+    else:
+        sources = PinnedSources(store.pinned_sources(run["id"]))
+        where = "its pinned code"
+    gate = ReplayGate(store, run, owner=None, clock=SYSTEM, hooks=Hooks(store, SYSTEM))
+    total = len(gate.entries)
+    program = Program(sources, effect=gate.effect, log=gate.log)
+    try:
+        module = program.load(run["file"])
+        program.phase = "execution"
+        module.call_with(sl.EvalOptions(max_callstack_size=500), run["function"],
+                         *(json.loads(run["posargs"]) if run.get("posargs") else []), **json.loads(run["args"]))
+    except LoadError as e:
+        return ReplayReport(False, "the code does not load:\n" + "\n".join(d.render() for d in e.diagnostics))
+    except (sl.StarlarkError, Stop) as e:
+        stop = gate.stop
+        if stop and stop[0] == "nondeterminism":
+            return ReplayReport(False, f"run {run['id']} DIVERGES when replayed against {where}:\n{stop[1]}")
+        if stop and stop[0] in ("end", "continue", "suspend"):
+            return ReplayReport(True, f"run {run['id']}: replayed {gate.replayed} of {total} journal entries "
+                                      f"against {where}; no divergence")
+        return ReplayReport(False, f"run {run['id']} fails when replayed against {where}:\n"
+                                   + strip_prelude_frames(str(e)))
+    if gate.seq < total:
+        return ReplayReport(False, f"run {run['id']} DIVERGES when replayed against {where}: the program returned "
+                                   f"after {gate.seq} effects, but the journal records {total}")
+    return ReplayReport(True, f"run {run['id']}: replayed {gate.replayed} of {total} journal entries against "
+                              f"{where}; no divergence")
