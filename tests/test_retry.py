@@ -21,7 +21,7 @@ def test_from_args_parses_durations_and_round_trips():
         {"attempts": 5, "initial": "500ms", "backoff": 3, "max_delay": "1m", "jitter": False, "retry_on": ["5xx", "exit:2"]}
     )
     assert p == RetryPolicy(attempts=5, initial=0.5, backoff=3.0, max_delay=60.0, jitter=False, retry_on=("5xx", "exit:2"))
-    assert RetryPolicy.from_args(p.to_args()) == p
+    assert RetryPolicy.from_args(p.to_dict()) == p
     assert RetryPolicy.from_args({"attempts": None, "initial": None}) == RetryPolicy()
 
 

@@ -80,8 +80,8 @@ class RetryPolicy:
             values["retry_on"] = check_retry_on(args["retry_on"])
         return cls(**values)
 
-    def to_args(self):
-        """The policy as JSON-able keyword arguments (for the journal); from_args reads it back."""
+    def to_dict(self):
+        """The policy as a JSON-able dict of keyword arguments (for the journal); from_args reads it back."""
         args = {name: getattr(self, name) for name in _FIELDS}
         args["retry_on"] = None if self.retry_on is None else list(self.retry_on)
         return args
