@@ -29,12 +29,22 @@ class Flowmetal:
         )
 
     def spawn(self, *args, env=None, cwd=None):
-        """Start the CLI in the background (its own process group); returns the Popen."""
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "flowmetal", *map(str, args)],
-            cwd=cwd or self.root, env={**self.env, **(env or {})}, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, start_new_session=True,
-        )
+        """Start the CLI in the background (its own process group); returns the Popen.
+
+        Its stdout and stderr go to files (a pipe nobody reads would block it):
+        `proc.out()` and `proc.err()` read them.
+        """
+        n = len(self.procs)
+        out_path = self.root.parent / f"proc{n}.out"
+        err_path = self.root.parent / f"proc{n}.err"
+        with open(out_path, "w") as out, open(err_path, "w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "flowmetal", *map(str, args)],
+                cwd=cwd or self.root, env={**self.env, **(env or {})}, stdout=out,
+                stderr=err, text=True, start_new_session=True,
+            )
+        proc.out = out_path.read_text
+        proc.err = err_path.read_text
         self.procs.append(proc)
         return proc
 
@@ -104,9 +114,10 @@ def read_run_id(proc, timeout=20):
     """Read the 'run ID' line from a spawned `flowmetal run`'s stderr."""
     end = time.time() + timeout
     while time.time() < end:
-        line = proc.stderr.readline()
-        if line.startswith("run "):
-            return line.split()[1]
-        if not line and proc.poll() is not None:
+        for line in proc.err().splitlines():
+            if line.startswith("run "):
+                return line.split()[1]
+        if proc.poll() is not None:
             break
-    raise AssertionError("no run id printed")
+        time.sleep(0.02)
+    raise AssertionError(f"no run id printed: {proc.err()!r}")

@@ -320,8 +320,11 @@ def worker(concurrency, until_idle, db, root):
 @click.argument("payload", metavar="[JSON]", required=False)
 @db_option
 def signal(run_ref, name, payload, db, root):
-    """Deliver signal NAME (with an optional JSON payload) to a run."""
+    """Deliver signal NAME (with an optional JSON payload; - reads it from stdin) to a run."""
     from flowmetal.engine.runs import send_signal
+
+    if payload == "-":
+        payload = sys.stdin.read()
 
     store, _ = open_db(db, root)
     run_id = send_signal(store, SYSTEM, run_ref, name, payload)

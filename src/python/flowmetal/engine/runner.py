@@ -71,11 +71,15 @@ class Execution:
         posargs = json.loads(run["posargs"]) if run.get("posargs") else []
         options = sl.EvalOptions(check_cancelled=gate.cancel.is_set, max_callstack_size=MAX_CALLSTACK)
         try:
-            module = program.load(run["file"])
-            if not program.function_exists(run["file"], run["function"]):
-                raise UserError(f"{run['file']} has no top-level function {run['function']!r}")
-            program.phase = "execution"
-            value = module.call_with(options, run["function"], *posargs, **kwargs).value
+            try:
+                module = program.load(run["file"])
+                if not program.function_exists(run["file"], run["function"]):
+                    raise UserError(f"{run['file']} has no top-level function {run['function']!r}")
+                program.phase = "execution"
+                value = module.call_with(options, run["function"], *posargs, **kwargs).value
+            finally:
+                module = None
+                program.close()
         except LoadError as e:
             return self._end("failed", error="\n".join(d.render() for d in e.diagnostics) or str(e))
         except UserError as e:

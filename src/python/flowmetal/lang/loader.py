@@ -213,6 +213,13 @@ class Program:
             return self.texts[name]
         return self.sources.read(name)
 
+    def close(self):
+        """Drop the modules. They hold our callables and we hold them: a cycle through
+        Rust that Python's collector cannot see, so without this every run leaks its heap."""
+        self.modules.clear()
+        self.effect_handler = None
+        self.log_handler = None
+
     # --- execution --------------------------------------------------------
 
     def function_exists(self, file, function):

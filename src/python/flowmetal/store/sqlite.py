@@ -95,6 +95,9 @@ class SqliteStore(Store):
         self.path = str(path)
         self.synchronous = "FULL" if synchronous_full else "NORMAL"
         self._local = threading.local()
+        # Writers of this process take turns here instead of in SQLite's busy
+        # handler, whose sleeps (up to 100 ms each) starve threads under contention.
+        self._write_lock = threading.RLock()
         parent = Path(self.path).parent
         if not parent.is_dir():
             raise StoreError(f"cannot open database {self.path}: directory {parent} does not exist")
@@ -129,16 +132,17 @@ class SqliteStore(Store):
             finally:
                 self._local.depth -= 1
             return
-        self._exec(conn, "BEGIN IMMEDIATE")
-        self._local.depth = 1
-        try:
-            yield
-        except BaseException:
+        with self._write_lock:
+            self._exec(conn, "BEGIN IMMEDIATE")
+            self._local.depth = 1
+            try:
+                yield
+            except BaseException:
+                self._local.depth = 0
+                conn.execute("ROLLBACK")
+                raise
             self._local.depth = 0
-            conn.execute("ROLLBACK")
-            raise
-        self._local.depth = 0
-        self._exec(conn, "COMMIT")
+            self._exec(conn, "COMMIT")
 
     def _exec(self, conn, sql, params=()):
         try:
@@ -154,7 +158,11 @@ class SqliteStore(Store):
 
     def x(self, sql, params=()):
         """Execute one statement (inside the current transaction, or alone)."""
-        return self._exec(self.conn, sql, params)
+        conn = self.conn
+        if self._local.depth or sql.lstrip()[:6].upper() in ("SELECT", "PRAGMA", "WITH R"):
+            return self._exec(conn, sql, params)
+        with self._write_lock:
+            return self._exec(conn, sql, params)
 
     def close(self):
         conn = getattr(self._local, "conn", None)
@@ -332,10 +340,11 @@ class SqliteStore(Store):
     # --- logs ----------------------------------------------------------------
 
     def add_logs(self, run_id, rows):
-        self.conn.executemany(
-            "INSERT OR IGNORE INTO logs (run_id, seq, n, time, stream, line) VALUES (?, ?, ?, ?, ?, ?)",
-            [(run_id, *r) for r in rows],
-        )
+        with self._write_lock:
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO logs (run_id, seq, n, time, stream, line) VALUES (?, ?, ?, ?, ?, ?)",
+                [(run_id, *r) for r in rows],
+            )
 
     def logs(self, run_id, after_rowid=0):
         return [dict(r) for r in self.x(
