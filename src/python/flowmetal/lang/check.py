@@ -172,43 +172,38 @@ def collect_schedules(program, report=None):
 
     Problems go to `report` (when given) as diagnostics at the declaration.
     """
-    from flowmetal.schedule.spec import validate_schedule
+    from flowmetal.schedule.spec import BadTarget, validate_schedule
 
     specs, seen = [], {}
     for decl in program.declarations:
         if decl.kind != "schedule":
             continue
         args = dict(decl.args)
-        problems = []
         for key in ("run", "on_failure"):
             ref, kind = args.pop(key), args.pop(key + "_type")
             if key == "on_failure" and kind == "NoneType":
                 args[key] = None
-                continue
-            if ref is None:
-                problems.append(f"schedule(): {key} must be a top-level function, got {kind}")
-                args[key] = None
-                continue
-            file, function = split_function_ref(ref)
-            if file is None or not program.function_exists(file, function):
-                problems.append(f"schedule(): {key} must be a top-level function of a file, "
-                                f"got {function!r} (a lambda or a nested function cannot be scheduled)")
-                args[key] = None
-                continue
-            args[key] = f"{file}:{function}"
-        spec, errors = validate_schedule(args, file=decl.file, line=decl.line) if not problems else (None, [])
-        if spec is None and not problems and not errors:
-            errors = ["invalid schedule"]
-        problems.extend(errors)
+            elif ref is None:
+                args[key] = BadTarget(f"got a {kind}")
+            else:
+                file, function = split_function_ref(ref)
+                if file is None or not program.function_exists(file, function):
+                    args[key] = BadTarget(f"{function!r} is not defined at the top level of a file "
+                                          f"(a lambda or a nested function cannot be scheduled)")
+                else:
+                    args[key] = f"{file}:{function}"
+        spec, problems = validate_schedule(args, file=decl.file, line=decl.line)
         src = program.texts.get(decl.file, "").splitlines()
         source_line = src[decl.line - 1] if 0 < decl.line <= len(src) else ""
-        if spec is not None and not problems:
-            if spec.name in seen:
-                other = seen[spec.name]
-                problems.append(f"duplicate schedule name {spec.name!r} (also declared at {other.file}:{other.line})")
+        name = decl.args.get("name")
+        if isinstance(name, str) and name:
+            if name in seen:
+                other = seen[name]
+                problems = [*problems, f"duplicate schedule name {name!r} (also declared at {other.file}:{other.line})"]
             else:
-                seen[spec.name] = spec
-                specs.append(spec)
+                seen[name] = decl
+        if spec is not None and not problems:
+            specs.append(spec)
         if report is not None:
             for p in problems:
                 report.add(Diagnostic(decl.file, decl.line, decl.col, p, source_line))
