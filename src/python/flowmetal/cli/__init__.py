@@ -35,6 +35,13 @@ class CliError(click.ClickException):
             print(f"error: {self.message}", file=out)
 
 
+class InternalError(click.ClickException):
+    exit_code = 70
+
+    def show(self, file=None):
+        print(f"error: {self.message}", file=sys.stderr)
+
+
 class Group(click.Group):
     def invoke(self, ctx):
         try:
@@ -45,6 +52,13 @@ class Group(click.Group):
             raise CliError(str(e)) from None
         except FlowmetalError as e:
             raise CliError(str(e)) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:  # a bug of ours: say so briefly; FLOWMETAL_DEBUG=1 shows the traceback
+            if os.environ.get("FLOWMETAL_DEBUG"):
+                raise
+            raise InternalError(f"internal error: {type(e).__name__}: {e} "
+                                f"(this is a bug in Flowmetal; FLOWMETAL_DEBUG=1 shows the traceback)") from None
 
 
 def db_option(f):

@@ -40,6 +40,7 @@ BUILTIN_NAMES = tuple(re.findall(r"^def ([a-z]\w*)\(", PRELUDE_TEXT, re.M))
 EFFECTS = tuple(sorted(set(re.findall(r'_effect\("(\w+)"', PRELUDE_TEXT))))
 _TOP_DEF = re.compile(r"^def\s+(\w+)\s*\(", re.M)
 _SCHEDULE_CALL = re.compile(r"^schedule\s*\(", re.M)
+_UNKNOWN_NAME = re.compile(r"Variable `(\w+)` not found")
 
 
 class PhaseError(UserError):
@@ -86,8 +87,11 @@ class Declaration:
 class Program:
     """One root file and the files it loads, evaluated into frozen modules."""
 
-    def __init__(self, sources, effect=None, log=None):
+    def __init__(self, sources, effect=None, log=None, lenient=False):
+        """`lenient` (for `flowmetal check`): after an unknown name, report it and evaluate
+        again with that name defined as None, so the problems after it are found too."""
         self.sources = sources
+        self.lenient = lenient
         self.effect_handler = effect
         self.log_handler = log or (lambda text: None)
         self.phase = "loading"
@@ -176,18 +180,29 @@ class Program:
         except sl.StarlarkError as e:
             self._fail(name, from_starlark_error(str(e), self._read))
             return None
-        module = sl.Module()
-        module.add_callable("_effect", self._effect)
-        module.add_callable("_pure", self._pure)
-        module.add_callable("_log", self._log)
-        module.add_callable("_declare", self._declarer(name))
-        loader = sl.FileLoader(lambda label: self._load_for(name, label))
-        try:
-            sl.eval(module, prelude_ast(), GLOBALS)
-            sl.eval(module, ast, GLOBALS, loader)
-        except sl.StarlarkError as e:
-            self._fail(name, from_starlark_error(str(e), self._read))
-            return None
+        stubs = []
+        while True:
+            module = sl.Module()
+            module.add_callable("_effect", self._effect)
+            module.add_callable("_pure", self._pure)
+            module.add_callable("_log", self._log)
+            module.add_callable("_declare", self._declarer(name))
+            loader = sl.FileLoader(lambda label: self._load_for(name, label))
+            mark = len(self.declarations)
+            try:
+                sl.eval(module, prelude_ast(), GLOBALS)
+                if stubs:
+                    sl.eval(module, sl.parse("<stubs>", "".join(f"{n} = None\n" for n in stubs), DIALECT), GLOBALS)
+                sl.eval(module, ast, GLOBALS, loader)
+                break
+            except sl.StarlarkError as e:
+                diagnostic = from_starlark_error(str(e), self._read)
+                self._fail(name, diagnostic)
+                del self.declarations[mark:]
+                unknown = _UNKNOWN_NAME.match(diagnostic.message)
+                if not (self.lenient and unknown and len(stubs) < 50 and unknown[1] not in stubs):
+                    return None
+                stubs.append(unknown[1])
         frozen = module.freeze()
         self.modules[name] = frozen
         return frozen
@@ -200,7 +215,7 @@ class Program:
             raise LoadError("load cycle: " + " -> ".join(cycle))
         module = self._load(name)
         if module is None:
-            raise LoadError(f"cannot load {label!r}: {name} has errors (reported above)")
+            raise LoadError(f"cannot load {label!r}: {name} has errors (see its own messages)")
         return module
 
     def _fail(self, name, diagnostic):
