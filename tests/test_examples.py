@@ -202,6 +202,8 @@ def test_remote_job_falls_back_to_polling_with_backoff(fm, stub):
     assert [json.loads(e["args"])["duration"] for e in journal if e["builtin"] == "sleep"] == [0.2, 0.3]
     [timeout] = [e for e in journal if e["builtin"] == "wait_signal"]
     assert json.loads(timeout["result"]) is None
+    replay = fm("replay", run_id_of(r.stderr))
+    assert replay.returncode == 0 and "no divergence" in replay.stdout, replay.stdout + replay.stderr
 
 
 def test_remote_job_fails_when_the_job_fails(fm, stub):
@@ -290,6 +292,8 @@ def test_fanout_maps_in_bounded_batches_and_reduces(fm, stub):
         st.close()
     assert sorted(c["state"] for c in children) == ["completed"] * 6 + ["failed"]
     assert {c["function"] for c in children} == {"probe"}
+    replay = fm("replay", run_id)
+    assert replay.returncode == 0 and "no divergence" in replay.stdout, replay.stdout + replay.stderr
 
 
 # --- the standard library helpers the examples use ----------------------------------
