@@ -19,6 +19,18 @@ for; when it has not happened yet, the gate *suspends* the run: it stops the
 evaluation and the runner parks the run as `waiting` with a wake time. A
 later execution replays up to the wait and asks again.
 
+Retries of `sh` and `http` are separate journal entries, but one logical
+call: every attempt carries the idempotency key of the first,
+`<run id>:<sequence of the first attempt>`, so a server (or command) can tell a
+retry from a new request.
+
+Results are recorded as canonical JSON, and the program sees them as replay
+will (keys in the same order), so that what it computes from them is the same
+in every execution. A result larger than BLOB_THRESHOLD is moved to the blob
+table (stored once by content hash); a dict result moves each large field to a
+blob of its own and keeps the small ones in the entry, so the same body
+fetched twice is stored once although its headers and duration differ.
+
 Effect implementations never see the store; only this module writes the journal.
 """
 
@@ -37,6 +49,8 @@ from flowmetal.errors import EffectError, NondeterminismError, UserError
 # Results whose JSON is larger than this are stored once in the blob table and
 # referenced from the journal entry (see doc/effects.md).
 BLOB_THRESHOLD = 64 * 1024
+# Fields of a blobbed dict result whose JSON is at least this long get a blob of their own.
+BLOB_FIELD = 1024
 # A wait whose remaining time is at most this is waited in place instead of suspending.
 INLINE_WAIT = 1.0
 # Signal payloads larger than this are refused.
@@ -105,6 +119,11 @@ def validate(name, args):
         _duration(name, "timeout", args["timeout"])
 
 
+def _marker_like(value):
+    """A dict whose keys all start with "$" could be read back as an encoding marker."""
+    return isinstance(value, dict) and bool(value) and all(k.startswith("$") for k in value)
+
+
 def _mask(value, secrets):
     if not secrets:
         return value
@@ -144,12 +163,16 @@ class Gate:
 
     def effect(self, name, args):
         self._check_stop()
-        validate(name, args)
-        handler = getattr(self, "_" + name)
         try:
-            return handler(args)
+            validate(name, args)
+            return getattr(self, "_" + name)(args)
         except (EffectError, OSError) as e:
-            raise BuiltinError(f"{name}(): {e}") from None
+            raise BuiltinError(_mask(f"{name}(): {e}", self.secrets)) from None
+        except BuiltinError as e:
+            masked = _mask(str(e), self.secrets)  # an argument quoted in the message may hold a secret
+            if masked != str(e):
+                raise BuiltinError(masked) from None
+            raise
 
     def _next(self, name, args):
         """Advance to the next journal position; return (seq, recorded entry or None)."""
@@ -194,15 +217,42 @@ class Gate:
         self.entries[seq - 1].update(fields)
 
     def _encode(self, result):
-        text = canonical(_mask(result, self.secrets))
-        if len(text) > BLOB_THRESHOLD:
-            return canonical({"$blob": self.store.put_blob(text)})
-        return text
+        """The journal text of a result: its canonical JSON, or a reference to blobs.
+
+        Encodings are dicts whose keys all start with "$": {"$blob": hash} (the
+        whole result), {"$parts": {field: hash}, "$value": small fields}, and
+        {"$value": v} for a result that would otherwise look like one of them.
+        """
+        value = _mask(result, self.secrets)
+        text = canonical(value)
+        if len(text) <= BLOB_THRESHOLD:
+            return canonical({"$value": value}) if _marker_like(value) else text
+        if isinstance(value, dict):
+            parts, small = {}, {}
+            for key, field in value.items():
+                field_text = canonical(field)
+                if len(field_text) >= BLOB_FIELD:
+                    parts[key] = self.store.put_blob(field_text)
+                else:
+                    small[key] = field
+            doc = canonical({"$parts": parts, "$value": small})
+            if len(doc) <= BLOB_THRESHOLD:
+                return doc
+        return canonical({"$blob": self.store.put_blob(text)})
 
     def _decode(self, text):
         value = loads(text)
-        if isinstance(value, dict) and len(value) == 1 and "$blob" in value:
+        if not _marker_like(value):
+            return value
+        if set(value) == {"$blob"}:
             return loads(self.store.get_blob(value["$blob"]))
+        if set(value) == {"$value"}:
+            return value["$value"]
+        if set(value) == {"$parts", "$value"}:
+            whole = dict(value["$value"])
+            for key, digest_ in value["$parts"].items():
+                whole[key] = loads(self.store.get_blob(digest_))
+            return {key: whole[key] for key in sorted(whole)}
         return value
 
     def _check_stop(self):
@@ -236,8 +286,9 @@ class Gate:
 
         return log
 
-    def _context(self, seq):
-        return EffectContext(run_id=self.run_id, seq=seq, cancelled=self.cancel,
+    def _context(self, seq, key_seq=None):
+        """The effect's context; its idempotency key is `<run id>:<key_seq or seq>`."""
+        return EffectContext(run_id=self.run_id, seq=key_seq or seq, cancelled=self.cancel,
                              secrets=tuple(self.secrets), log=self._effect_log(seq))
 
     # --- pure effects: one commit ------------------------------------------
@@ -284,7 +335,7 @@ class Gate:
 
     # --- outside effects: started, performed, completed ---------------------
 
-    def _outside(self, name, args, module):
+    def _outside(self, name, args, module, key_seq=None):
         seq, rec = self._next(name, args)
         if "_new" in rec:
             self._record(seq, name, rec, "started")
@@ -294,11 +345,11 @@ class Gate:
             self.reexecuted += 1
         else:
             return seq, self._decode(rec["result"])
-        ctx = self._context(seq)
+        ctx = self._context(seq, key_seq)
         result = module.perform(args, ctx)
         self._check_stop()  # cancelled or interrupted while it ran: the entry stays open
         self._complete(seq, result, reexecuted=reexecuted)
-        return seq, result
+        return seq, loads(canonical(result))  # as replay returns it (sorted keys)
 
     def _with_retry(self, name, args, module):
         from flowmetal.engine import retry as retry_mod
@@ -310,15 +361,17 @@ class Gate:
             except (ValueError, TypeError) as e:
                 raise BuiltinError(f"{name}(): argument retry: {e}") from None
         attempt = 1
+        first_seq = None  # every attempt sends the idempotency key of the first
         call = {k: v for k, v in args.items() if k != "retry"}
         while True:
             attempt_args = call if attempt == 1 else {**call, "attempt": attempt}
-            seq, result = self._outside(name, attempt_args, module)
+            seq, result = self._outside(name, attempt_args, module, key_seq=first_seq)
+            first_seq = first_seq or seq
             if result.get("ok") or policy is None or attempt >= policy.attempts:
                 break
             if not retry_mod.should_retry(policy, module.outcomes(result), module.RETRY_ON):
                 break
-            delay = retry_mod.delay(policy, attempt, f"{self.run_id}:{seq}", module.retry_after(result))
+            delay = retry_mod.delay(policy, attempt, f"{self.run_id}:{first_seq}", module.retry_after(result))
             self._timer("retry_delay", {"after": name, "attempt": attempt, "delay": delay}, delay)
             attempt += 1
         if not result.get("ok") and args.get("check", True):
@@ -412,7 +465,7 @@ class Gate:
         timed_out = deadline is not None and self.clock.now() >= deadline
         if pending and not timed_out:
             self._suspend({"kind": "children", "runs": pending, "until": deadline}, deadline)
-        value = [{k: r[k] for k in ("ok", "value", "error", "state")} for r in results]
+        value = [{k: r[k] for k in ("error", "ok", "state", "value")} for r in results]  # replay's order
         self._complete(seq, value)
         return value
 
