@@ -44,6 +44,8 @@ when ok.
 
 import email.utils
 import json as jsonlib
+import os
+import threading
 import time
 from datetime import timezone
 from http import HTTPStatus
@@ -58,6 +60,9 @@ from flowmetal.engine.effects.sh import bounded_text, format_size
 BODY_LIMIT = 10 * 1024 * 1024
 DEFAULT_TIMEOUT = "30s"
 RETRY_ON = ["connection", "timeout", "429", "5xx"]
+
+_ssl_contexts = {}
+_ssl_lock = threading.Lock()
 
 
 def perform(args, ctx):
@@ -76,7 +81,7 @@ def perform(args, ctx):
     if ctx.cancelled.is_set():
         return _failure(started, "cancelled")
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+        with httpx.Client(timeout=timeout, follow_redirects=False, verify=_ssl_context()) as client:
             try:
                 request = client.build_request(method.upper(), url, headers=headers, content=content)
             except UnicodeEncodeError as exc:
@@ -150,6 +155,17 @@ def parse_retry_after(value, reference=None):
     if when is None:
         return None
     return max(0.0, when - (time.time() if reference is None else reference))
+
+
+def _ssl_context():
+    """The TLS context, made once per CA setting: loading the CA bundle costs tens of ms,
+    more than a whole local request. SSL_CERT_FILE / SSL_CERT_DIR are honoured as httpx does."""
+    key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    with _ssl_lock:
+        context = _ssl_contexts.get(key)
+        if context is None:
+            context = _ssl_contexts[key] = httpx.create_ssl_context()
+    return context
 
 
 def _check_url(url, ctx):

@@ -314,7 +314,15 @@ def _supervise(proc, stdin_data, out, err, deadline, ctx):
     reason = killer = exited_at = None
     try:
         while True:
-            for key, _ in sel.select(_POLL):
+            if sel.get_map():
+                events = sel.select(_POLL)
+            else:  # every pipe is closed: wait for the exit itself, not for a poll interval
+                events = []
+                try:
+                    proc.wait(_POLL)
+                except subprocess.TimeoutExpired:
+                    pass
+            for key, _ in events:
                 if key.data is None:
                     pending = _write_some(key.fileobj, pending)
                     if not pending:
