@@ -125,3 +125,23 @@ def test_missing_database_directory_is_clear(fm):
     fm.write("w.star", "def main():\n    return 1\n")
     r = fm("run", "w.star", "--db", fm.root / "nope" / "x.db")
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_failed_builtin_points_at_the_users_call(fm):
+    fm.write("t.star", 'def step():\n    sh("exit 3")\n\ndef main():\n    step()\n')
+    r = fm("run", "t.star")
+    assert r.returncode == 1
+    assert "error: sh() failed: exit code 3" in r.stderr
+    assert "--> t.star:2:5" in r.stderr
+    assert "builtins.star" not in r.stderr and "BuiltinError" not in r.stderr
+
+
+def test_secret_in_a_failure_never_reaches_the_database(fm):
+    fm.write("s.star", 'def main():\n    fail("token is " + secret("FM_SECRET_TOKEN"))\n')
+    value = "s3cr3t-value-4242"
+    r = fm("run", "s.star", env={"FM_SECRET_TOKEN": value})
+    assert r.returncode == 1 and "token is ***" in r.stderr and value not in r.stderr
+    st = fm.store()  # keep a connection so the WAL is not checkpointed away
+    data = b"".join(p.read_bytes() for p in fm.db.parent.glob("flowmetal.db*"))
+    assert value.encode() not in data
+    st.close()

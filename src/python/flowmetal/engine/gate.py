@@ -139,6 +139,28 @@ def _mask(value, secrets):
     return value
 
 
+def decode_result(store, text):
+    """The value of a journal result as the program saw it (resolving blob references)."""
+    value = loads(text)
+    if not _marker_like(value):
+        return value
+    if set(value) == {"$blob"}:
+        return loads(store.get_blob(value["$blob"]))
+    if set(value) == {"$value"}:
+        return value["$value"]
+    if set(value) == {"$parts", "$value"}:
+        whole = dict(value["$value"])
+        for key, digest_ in value["$parts"].items():
+            whole[key] = loads(store.get_blob(digest_))
+        return {key: whole[key] for key in sorted(whole)}
+    return value
+
+
+def mask(value, secrets):
+    """`value` with every secret replaced by ***."""
+    return _mask(value, secrets)
+
+
 class Gate:
     """Per-execution state of one run: its journal cursor and what stopped it."""
 
@@ -241,19 +263,7 @@ class Gate:
         return canonical({"$blob": self.store.put_blob(text)})
 
     def _decode(self, text):
-        value = loads(text)
-        if not _marker_like(value):
-            return value
-        if set(value) == {"$blob"}:
-            return loads(self.store.get_blob(value["$blob"]))
-        if set(value) == {"$value"}:
-            return value["$value"]
-        if set(value) == {"$parts", "$value"}:
-            whole = dict(value["$value"])
-            for key, digest_ in value["$parts"].items():
-                whole[key] = loads(self.store.get_blob(digest_))
-            return {key: whole[key] for key in sorted(whole)}
-        return value
+        return decode_result(self.store, text)
 
     def _check_stop(self):
         if self.stop is not None:
@@ -359,7 +369,7 @@ class Gate:
             try:
                 policy = retry_mod.RetryPolicy.from_args(args["retry"])
             except (ValueError, TypeError) as e:
-                raise BuiltinError(f"{name}(): argument retry: {e}") from None
+                raise BuiltinError(f"{name}(): argument retry: {str(e).removeprefix('retry_policy: ')}") from None
         attempt = 1
         first_seq = None  # every attempt sends the idempotency key of the first
         call = {k: v for k, v in args.items() if k != "retry"}

@@ -72,7 +72,7 @@ def replay_run(store, run, current=False):
             return ReplayReport(True, f"run {run['id']}: replayed {gate.replayed} of {total} journal entries "
                                       f"against {where}; no divergence")
         return ReplayReport(False, f"run {run['id']} fails when replayed against {where}:\n"
-                                   + strip_prelude_frames(str(e)))
+                                   + strip_prelude_frames(str(e), program._read))
     if gate.seq < total:
         return ReplayReport(False, f"run {run['id']} DIVERGES when replayed against {where}: the program returned "
                                    f"after {gate.seq} effects, but the journal records {total}")

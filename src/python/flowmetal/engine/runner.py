@@ -8,7 +8,7 @@ import starlark as sl
 
 from flowmetal.codec import canonical
 from flowmetal.engine import runs as run_ops
-from flowmetal.engine.gate import Gate, Stop
+from flowmetal.engine.gate import Gate, Stop, mask
 from flowmetal.errors import LoadError, UserError
 from flowmetal.lang.diagnostics import strip_prelude_frames
 from flowmetal.lang.loader import Program
@@ -66,6 +66,7 @@ class Execution:
         if run["cancel_requested"]:
             return self._end(run["cancel_requested"], error=run["cancel_requested"].replace("_", " "))
         texts = self.sources if self.sources is not None else self.store.pinned_sources(run["id"])
+        self.texts = texts
         program = Program(PinnedSources(texts), effect=gate.effect, log=gate.log)
         kwargs = json.loads(run["args"])
         posargs = json.loads(run["posargs"]) if run.get("posargs") else []
@@ -100,7 +101,7 @@ class Execution:
                 if reason == "interrupt":
                     return "interrupted"
                 return self._end(reason, error=reason.replace("_", " "))
-            return self._end("failed", error=strip_prelude_frames(str(error)).strip())
+            return self._end("failed", error=strip_prelude_frames(str(error), self.texts.__getitem__).strip())
         kind = stop[0]
         if kind == "suspend":
             _, waiting_for, wake_at = stop
@@ -151,6 +152,9 @@ class Execution:
 
     def _end(self, state, result=None, error=None, **extra):
         store, run = self.store, self.run
+        if self.gate.secrets:  # a secret never reaches the database, not even in an error
+            error = mask(error, self.gate.secrets)
+            result = mask(result, self.gate.secrets)
         with store.transaction():
             ok = store.update_run(run["id"], owner=self.owner, state=state, result=result, error=error,
                                   ended_at=self.clock.now(), waiting_for=None, wake_at=None,

@@ -84,10 +84,14 @@ def _source_line(read_source, file, line):
     return src[line - 1] if 0 < line <= len(src) else ""
 
 
-def strip_prelude_frames(traceback_text):
-    """A Starlark traceback without the frames of Flowmetal's own prelude."""
+def strip_prelude_frames(traceback_text, read_source=None):
+    """A Starlark traceback as a user should see it: without the frames of
+    Flowmetal's own prelude, without Python class names in the message, and,
+    when the error was raised inside a builtin, pointing at the user's call."""
     out, skip = [], False
-    for ln in traceback_text.splitlines():
+    lines = traceback_text.splitlines()
+    tail_at = next((i for i, ln in enumerate(lines) if ln.startswith("error: ")), len(lines))
+    for ln in lines[:tail_at]:
         m = _FRAME.match(ln)
         if m:
             skip = m["file"] == PRELUDE
@@ -98,4 +102,19 @@ def strip_prelude_frames(traceback_text):
         else:
             skip = False
         out.append(ln)
+    tail = lines[tail_at:]
+    if not tail:
+        return "\n".join(out)
+    message = clean_message(tail[0][len("error: "):])
+    arrow = next((_ARROW.match(ln) for ln in tail if _ARROW.match(ln)), None)
+    if arrow is None or arrow["file"] != PRELUDE or read_source is None:
+        return "\n".join(out + [f"error: {message}"] + tail[1:])
+    d = from_starlark_error(traceback_text, read_source)
+    out.append(f"error: {message}")
+    out.append(f" --> {d.file}:{d.line}:{d.col}")
+    if d.source_line:
+        width = len(str(d.line))
+        out.append(f"{' ' * width} |")
+        out.append(f"{d.line} | {d.source_line}")
+        out.append(f"{' ' * width} | {' ' * (d.col - 1)}^")
     return "\n".join(out)

@@ -124,7 +124,7 @@ class Program:
             try:
                 return RetryPolicy.from_args(args).to_dict()
             except ValueError as e:
-                raise BuiltinError(f"retry_policy(): {e}") from None
+                raise BuiltinError(f"retry_policy(): {str(e).removeprefix('retry_policy: ')}") from None
         raise BuiltinError(f"unknown helper {name}")
 
     def _log(self, text):
