@@ -145,3 +145,32 @@ def test_secret_in_a_failure_never_reaches_the_database(fm):
     data = b"".join(p.read_bytes() for p in fm.db.parent.glob("flowmetal.db*"))
     assert value.encode() not in data
     st.close()
+
+
+def test_marker_file_puts_the_database_beside_it(tmp_path):
+    import subprocess
+    import sys
+
+    ws = tmp_path / "w"
+    (ws / "sub").mkdir(parents=True)
+    (ws / ".flowmetal").write_text("")
+    (ws / "a.star").write_text("def main():\n    return 7\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "FLOWMETAL_DB"}
+    r = subprocess.run([sys.executable, "-m", "flowmetal", "run", "../a.star"], cwd=ws / "sub", env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "7"
+    assert (ws / ".flowmetal.db").exists()
+
+
+def test_effect_that_cannot_run_records_its_error(fm):
+    fm.write("m.star", 'def main():\n    sh(["no-such-command-xyz"], check = False)\n')
+    r = fm("run", "m.star")
+    assert r.returncode == 1 and "no-such-command-xyz" in r.stderr
+    run_id = run_id_of(r.stderr)
+    entry = fm.journal(run_id)[0]
+    assert entry["status"] == "failed" and "no-such-command-xyz" in entry["error"]
+    row = fm.run_row(run_id)
+    assert row["error"].splitlines()[0].startswith("sh(): ")  # the one-line message comes first
+    r = fm("replay", run_id)
+    assert r.returncode == 0 and "to the same failure" in r.stdout, r.stdout

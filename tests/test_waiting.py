@@ -220,3 +220,24 @@ def test_thousand_sleeping_runs_hold_no_threads_and_little_memory(fm):
     rss_kb = int(status.split("VmRSS:")[1].split()[0])
     assert threads < 20, threads
     assert rss_kb < 150 * 1024, rss_kb
+
+
+ORPHANS = """
+def child():
+    sleep("1h")
+
+def main():
+    h = spawn(child)
+    r = wait(h, timeout = "0.2s")
+    return r.state
+"""
+
+
+def test_children_do_not_outlive_their_parent(fm):
+    fm.write("orphans.star", ORPHANS)
+    r = fm("run", "orphans.star")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) in ("pending", "running", "waiting")
+    parent = run_id_of(r.stderr)
+    children = fm.store().list_runs(parent_id=parent)
+    assert [c["state"] for c in children] == ["cancelled"]

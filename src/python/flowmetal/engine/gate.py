@@ -364,10 +364,16 @@ class Gate:
         elif rec["status"] == "started":
             reexecuted = True  # the process died while it ran: at-least-once
             self.reexecuted += 1
+        elif rec["status"] == "failed":
+            raise BuiltinError(f"{name}(): {rec['error']}")  # as the first execution did
         else:
             return seq, self._decode(rec["result"])
         ctx = self._context(seq, key_seq)
-        result = module.perform(args, ctx)
+        try:
+            result = module.perform(args, ctx)
+        except EffectError as e:  # can never succeed as written: record the error, then fail the run
+            self._complete(seq, None, reexecuted=reexecuted, error=_mask(str(e), self.secrets), status="failed")
+            raise
         self._check_stop()  # cancelled or interrupted while it ran: the entry stays open
         self._complete(seq, result, reexecuted=reexecuted)
         return seq, loads(canonical(result))  # as replay returns it (sorted keys)

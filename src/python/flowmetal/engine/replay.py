@@ -12,7 +12,7 @@ import starlark as sl
 
 from flowmetal.clock import SYSTEM
 from flowmetal.engine.gate import Gate, Stop
-from flowmetal.engine.runner import Hooks
+from flowmetal.engine.runner import Hooks, error_text
 from flowmetal.errors import LoadError, UserError
 from flowmetal.lang.diagnostics import strip_prelude_frames
 from flowmetal.lang.loader import Program
@@ -71,8 +71,12 @@ def replay_run(store, run, current=False):
         if stop and stop[0] in ("end", "continue", "suspend"):
             return ReplayReport(True, f"run {run['id']}: replayed {gate.replayed} of {total} journal entries "
                                       f"against {where}; no divergence")
-        return ReplayReport(False, f"run {run['id']} fails when replayed against {where}:\n"
-                                   + strip_prelude_frames(str(e), program._read))
+        replayed = error_text(strip_prelude_frames(str(e), program._read))
+        recorded = (run["error"] or "").split("\n", 1)[0]
+        if run["state"] == "failed" and replayed.split("\n", 1)[0] == recorded:
+            return ReplayReport(True, f"run {run['id']}: replayed {gate.replayed} of {total} journal entries "
+                                      f"against {where} to the same failure ({recorded}); no divergence")
+        return ReplayReport(False, f"run {run['id']} fails when replayed against {where}:\n" + replayed)
     if gate.seq < total:
         return ReplayReport(False, f"run {run['id']} DIVERGES when replayed against {where}: the program returned "
                                    f"after {gate.seq} effects, but the journal records {total}")

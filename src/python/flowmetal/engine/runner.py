@@ -17,6 +17,13 @@ from flowmetal.lang.workspace import PinnedSources
 MAX_CALLSTACK = 500
 
 
+def error_text(traceback):
+    """A failed run's error: its one-line message first, then the Starlark traceback."""
+    traceback = traceback.strip()
+    message = next((ln[len("error: "):] for ln in traceback.splitlines() if ln.startswith("error: ")), None)
+    return f"{message}\n{traceback}" if message else traceback
+
+
 class Hooks:
     """What the gate may ask of the engine: child runs."""
 
@@ -101,7 +108,7 @@ class Execution:
                 if reason == "interrupt":
                     return "interrupted"
                 return self._end(reason, error=reason.replace("_", " "))
-            return self._end("failed", error=strip_prelude_frames(str(error), self.texts.__getitem__).strip())
+            return self._end("failed", error=error_text(strip_prelude_frames(str(error), self.texts.__getitem__)))
         kind = stop[0]
         if kind == "suspend":
             _, waiting_for, wake_at = stop
@@ -162,8 +169,8 @@ class Execution:
             if not ok:
                 return "lost"
             store.update_run(run["id"], owner=None)
-            if state in ("cancelled", "timed_out"):
-                for child in store.descendants(run["id"]):
-                    run_ops._cancel_one(store, self.clock, child, "cancelled")
+            # Children do not outlive their parent (as Temporal's default parent-close policy).
+            for child in store.descendants(run["id"]):
+                run_ops._cancel_one(store, self.clock, child, "cancelled")
             run_ops.notify_parent(store, self.clock, run)
         return state

@@ -1,9 +1,11 @@
 """Workspaces and `load()` labels (SPEC section 2).
 
 A workspace is a directory tree. Its root is `--root`, else the nearest
-ancestor of the current directory holding a `.flowmetal` marker (a file or a
-directory; the default database lives in `.flowmetal/flowmetal.db`), else the
-current directory. When a file named on the command line lies outside that
+ancestor of the current directory holding a `.flowmetal` marker, else the
+current directory. The marker is a directory holding the default database
+(`.flowmetal/flowmetal.db`, created on first use), or an empty file (handy to
+commit to version control), in which case the default database is
+`.flowmetal.db` beside it. When a file named on the command line lies outside that
 root, the search starts again from the file's own directory.
 
 Files are named inside Flowmetal by their path relative to the root, with `/`
@@ -19,6 +21,13 @@ from flowmetal.errors import UserError
 MARKER = ".flowmetal"
 STDLIB_PREFIX = "@flowmetal//"
 STDLIB_DIR = Path(__file__).parent / "stdlib"
+
+
+def default_db_path(root):
+    marker = Path(root) / MARKER
+    if marker.is_file():
+        return str(Path(root) / (MARKER + ".db"))
+    return str(marker / "flowmetal.db")
 
 
 def find_root(start=None):
