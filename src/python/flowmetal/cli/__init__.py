@@ -397,5 +397,8 @@ def check(paths, root):
     sys.exit(EXIT_USAGE if errors else 0)
 
 
+from flowmetal.cli import schedule as _schedule  # noqa: E402,F401  registers schedule and import-crontab
+
+
 def main():
     cli(prog_name="flowmetal")

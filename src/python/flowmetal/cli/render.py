@@ -166,3 +166,98 @@ class RunFollower:
         if run["error"]:
             click.echo(run["error"], err=True)
         return 1
+
+
+# --- flowmetal schedule -------------------------------------------------------
+
+
+def _fire_text(fields):
+    from flowmetal.schedule.daemon import iso_local
+
+    ts = fields.get("fire_time")
+    if ts is None:
+        return "-"
+    tz = fields.get("timezone") or "UTC"
+    text = iso_local(ts, tz)
+    if fields.get("through") not in (None, ts):
+        text += " .. " + iso_local(fields["through"], tz)
+    return text
+
+
+def schedule_event(kind, **f):
+    """One stderr line per scheduler event: fire, skip, miss, buffer, cancel, start, end,
+    on_failure, schedule changes, load errors."""
+    stamp = when(time.time())
+    name = f.get("schedule") or "-"
+    run = f" run {f['run_id']}" if f.get("run_id") else ""
+    why = f" ({f['reason']})" if f.get("reason") else ""
+    what = f"{name} {_fire_text(f)}" if f.get("schedule") else f.get("target", "")
+    if kind in ("fire", "skip", "miss", "buffer"):
+        line = f"{kind:<6} {name} {_fire_text(f)}{run}{why}"
+    elif kind == "start":
+        line = f"start  {what}{run}"
+    elif kind == "end":
+        line = f"end    {what}{run} {f.get('state')} in {format_duration(f.get('duration') or 0)}"
+    elif kind == "cancel":
+        line = f"cancel {name}{run}{why}"
+    elif kind == "on_failure":
+        follow = f" -> on_failure run {f['followup']}" if f.get("followup") else ""
+        line = f"on_failure {name} {_fire_text(f)}{run} {f.get('state')}{follow}{why}"
+    elif kind in ("added", "changed"):
+        state = "" if f.get("enabled") else " (disabled)"
+        nxt = f", next {_fire_text({'fire_time': f['next'], 'timezone': f.get('timezone')})}" if f.get("next") else ""
+        line = f"{kind} schedule {name}: {f.get('cron')} {f.get('timezone')}{state}{nxt}"
+    elif kind == "removed":
+        line = f"removed schedule {name} (disabled; its history is kept)"
+    elif kind == "load_error":
+        kept = f.get("kept") or []
+        keep = f"; keeping its last good schedules: {', '.join(kept)}" if kept else ""
+        click.echo(f"{stamp} error  {f.get('file') or 'loading'} has errors{keep}", err=True)
+        click.echo(f["message"], err=True)
+        return
+    elif kind == "load_ok":
+        line = f"{f['file']} loads again"
+    elif kind == "started":
+        line = f"scheduler started: {f.get('schedules')} schedule(s), worker {f.get('owner')}"
+    elif kind == "stopping":
+        line = f"stopping: letting {f.get('running')} running run(s) finish their current effect " \
+               f"(grace {format_duration(f.get('grace'))})"
+    elif kind == "stopped":
+        left = f.get("left") or []
+        line = "stopped" + (f"; left resumable: {', '.join(left)}" if left else "")
+    elif kind == "error":
+        line = f"error  {f.get('message')}"
+    else:
+        line = f"{kind} " + " ".join(f"{k}={v}" for k, v in f.items())
+    click.echo(f"{stamp} {line}", err=True)
+
+
+def _last_fire_text(last):
+    if not last:
+        return ""
+    outcome = last["action"]
+    if last["action"] == "started":
+        outcome = last.get("state") or "started"
+    text = f"{last['fire_time']} {outcome}"
+    if last["action"] != "started" and last.get("reason"):
+        text += f" ({short(last['reason'], 40)})"
+    return text
+
+
+def schedules_table(rows):
+    table = Table(box=None, pad_edge=False)
+    for col in ("schedule", "status", "cron", "timezone", "next fires", "last fire", "started", "skipped",
+                "missed", "target"):
+        table.add_column(col)
+    for r in rows:
+        c = r["counts"]
+        table.add_row(r["name"], r["status"], r["cron"], r["timezone"], "\n".join(r["next"]) or "-",
+                      _last_fire_text(r["last_fire"]) or "-", str(c["started"]), str(c["skipped"]),
+                      str(c["missed"]), f"{r['run']}  ({r['file']}:{r['line']})", )
+    out.print(table)
+
+
+def fire_preview(rows):
+    """`schedule --dry-run`: one line per fire time, oldest first."""
+    for r in rows:
+        click.echo(f"{r['local_time']}  {r['schedule']}  {r['target']}  ({r['fire_time']})")

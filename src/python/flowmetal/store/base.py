@@ -103,3 +103,61 @@ class Store(ABC):
 
     @abstractmethod
     def get_blob(self, digest: str) -> str: ...
+
+    # --- schedules and fires (the scheduler's state, see flowmetal.schedule.daemon)
+    #
+    # A schedule row: name, spec (canonical JSON of ScheduleSpec.to_dict()),
+    # fingerprint, since (fires before it are never started), enabled, last_fire
+    # (the newest nominal fire time handled: the source of truth for catch-up),
+    # file, line, sources (JSON {file: content hash} of its last good load),
+    # removed_at, updated_at. A fire row is unique per (schedule, nominal):
+    # action "started" | "skipped" | "missed" | "buffered", reason, run_id,
+    # recorded_at, through (a summary row covers nominal..through), start_at
+    # (nominal + jitter), run_state (the run's final state, once seen) and
+    # followup_run (the on_failure run). Times are epoch seconds.
+    @abstractmethod
+    def schedules(self) -> list: """Every schedule row, by name."""
+
+    @abstractmethod
+    def get_schedule(self, name: str) -> dict | None: ...
+
+    @abstractmethod
+    def insert_schedule(self, row: dict) -> bool: """Insert unless the name exists; True if inserted."""
+
+    @abstractmethod
+    def update_schedule(self, name: str, **fields) -> bool: ...
+
+    @abstractmethod
+    def insert_fire(self, fire: dict) -> bool:
+        """Insert unless (schedule, nominal) exists; True only for the caller that inserted it."""
+
+    @abstractmethod
+    def update_fire(self, schedule: str, nominal: float, only_open=False, **fields) -> bool:
+        """Set columns of a fire; with `only_open`, only if its run_state is not recorded yet."""
+
+    @abstractmethod
+    def fires(self, schedule: str, limit=100, action=None) -> list: """Newest first."""
+
+    @abstractmethod
+    def buffered_fires(self, schedule: str) -> list: """Fires waiting for the active run to end, oldest first."""
+
+    @abstractmethod
+    def schedules_with_buffered(self) -> list: ...
+
+    @abstractmethod
+    def ended_fires(self, limit=1000) -> list:
+        """Started fires whose run has ended but whose run_state is not recorded yet,
+        with the run's state, error, continued_as, started_at, ended_at."""
+
+    @abstractmethod
+    def active_schedule_runs(self, schedule: str) -> list:
+        """Runs of the schedule that have not ended: [{id, state, cancel_requested}]."""
+
+    @abstractmethod
+    def fire_counts(self) -> dict: """{schedule: {action: number of fire rows}}."""
+
+    @abstractmethod
+    def put_sources(self, texts: dict) -> dict: """Store source texts by content hash; returns {name: hash}."""
+
+    @abstractmethod
+    def get_sources(self, hashes: dict) -> dict: """{name: hash} -> {name: text}."""

@@ -87,6 +87,40 @@ MIGRATIONS = [
     CREATE INDEX signals_run ON signals(run_id, name, consumed_seq);
     CREATE TABLE blobs (hash TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
     """,
+    # 2: the scheduler's state (flowmetal.schedule.daemon). A schedule row is the
+    # persisted truth about when it last fired; a fire row, unique per schedule and
+    # nominal time, is inserted in the same transaction as the run it starts.
+    """
+    CREATE TABLE schedules (
+        name TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        since REAL NOT NULL,
+        enabled INTEGER NOT NULL,
+        last_fire REAL,
+        file TEXT NOT NULL,
+        line INTEGER NOT NULL,
+        sources TEXT,
+        removed_at REAL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE fires (
+        schedule TEXT NOT NULL,
+        nominal REAL NOT NULL,
+        action TEXT NOT NULL,
+        reason TEXT,
+        run_id TEXT,
+        recorded_at REAL NOT NULL,
+        through REAL,
+        start_at REAL,
+        run_state TEXT,
+        followup_run TEXT,
+        UNIQUE (schedule, nominal)
+    );
+    CREATE INDEX fires_buffered ON fires(schedule, nominal) WHERE action = 'buffered';
+    CREATE INDEX fires_open ON fires(run_id) WHERE action = 'started' AND run_state IS NULL;
+    CREATE INDEX runs_schedule ON runs(schedule, state);
+    """,
 ]
 
 
@@ -392,6 +426,87 @@ class SqliteStore(Store):
         if row is None:
             raise StoreError(f"blob {digest} is missing from {self.path}")
         return row[0]
+
+    # --- schedules and fires (the scheduler's state) -------------------------
+
+    def schedules(self):
+        return [dict(r) for r in self.x("SELECT * FROM schedules ORDER BY name")]
+
+    def get_schedule(self, name):
+        row = self.x("SELECT * FROM schedules WHERE name = ?", (name,)).fetchone()
+        return dict(row) if row else None
+
+    def insert_schedule(self, row):
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        return self.x(f"INSERT OR IGNORE INTO schedules ({cols}) VALUES ({marks})", tuple(row.values())).rowcount == 1
+
+    def update_schedule(self, name, **fields):
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        return self.x(f"UPDATE schedules SET {sets} WHERE name = ?", (*fields.values(), name)).rowcount == 1
+
+    def insert_fire(self, fire):
+        cols = ", ".join(fire)
+        marks = ", ".join("?" for _ in fire)
+        return self.x(f"INSERT OR IGNORE INTO fires ({cols}) VALUES ({marks})", tuple(fire.values())).rowcount == 1
+
+    def update_fire(self, schedule, nominal, only_open=False, **fields):
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        sql = f"UPDATE fires SET {sets} WHERE schedule = ? AND nominal = ?"
+        if only_open:
+            sql += " AND run_state IS NULL"
+        return self.x(sql, (*fields.values(), schedule, nominal)).rowcount == 1
+
+    def fires(self, schedule, limit=100, action=None):
+        sql, params = "SELECT * FROM fires WHERE schedule = ?", [schedule]
+        if action is not None:
+            sql += " AND action = ?"
+            params.append(action)
+        rows = self.x(sql + " ORDER BY nominal DESC LIMIT ?", (*params, limit))
+        return [dict(r) for r in rows]
+
+    def buffered_fires(self, schedule):
+        return [dict(r) for r in self.x(
+            "SELECT * FROM fires WHERE schedule = ? AND action = 'buffered' ORDER BY nominal", (schedule,))]
+
+    def schedules_with_buffered(self):
+        return [r[0] for r in self.x("SELECT DISTINCT schedule FROM fires WHERE action = 'buffered'")]
+
+    def ended_fires(self, limit=1000):
+        return [dict(r) for r in self.x(
+            """SELECT f.schedule, f.nominal, f.run_id, r.state, r.error, r.continued_as, r.started_at, r.ended_at
+               FROM fires f JOIN runs r ON r.id = f.run_id
+               WHERE f.action = 'started' AND f.run_state IS NULL
+                 AND r.state IN ('completed', 'failed', 'cancelled', 'timed_out')
+               LIMIT ?""", (limit,))]
+
+    def active_schedule_runs(self, schedule):
+        return [dict(r) for r in self.x(
+            "SELECT id, state, cancel_requested FROM runs WHERE schedule = ? AND state IN ('pending', 'running', "
+            "'waiting') ORDER BY id", (schedule,))]
+
+    def fire_counts(self):
+        out = {}
+        for name, action, n in self.x("SELECT schedule, action, count(*) FROM fires GROUP BY schedule, action"):
+            out.setdefault(name, {})[action] = n
+        return out
+
+    def put_sources(self, texts):
+        hashes = {}
+        for name, text in texts.items():
+            digest = content_hash(text)
+            self.x("INSERT OR IGNORE INTO sources (hash, content) VALUES (?, ?)", (digest, text))
+            hashes[name] = digest
+        return hashes
+
+    def get_sources(self, hashes):
+        out = {}
+        for name, digest in hashes.items():
+            row = self.x("SELECT content FROM sources WHERE hash = ?", (digest,)).fetchone()
+            if row is None:
+                raise StoreError(f"source {name} ({digest}) is missing from {self.path}")
+            out[name] = row[0]
+        return out
 
 
 def default_db_path(root):

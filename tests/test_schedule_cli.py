@@ -1,0 +1,315 @@
+"""`flowmetal schedule` and `flowmetal import-crontab` as a user runs them: real processes,
+real time, assertions on database rows (SPEC sections 5 and 6)."""
+
+import json
+import os
+import re
+import signal
+import time
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from croniter import croniter
+
+from conftest import EXAMPLES
+
+UTC = timezone.utc
+
+
+def wait_for(condition, timeout=20, what="condition"):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_scheduler(fm, *args, env=None):
+    proc = fm.spawn("schedule", *args, env=env)
+    wait_for(lambda: "scheduler started" in proc.err() or proc.poll() is not None, what="scheduler start")
+    assert proc.poll() is None, proc.err()
+    return proc
+
+
+def stop(proc, timeout=20):
+    os.killpg(proc.pid, signal.SIGTERM)
+    return proc.wait(timeout)
+
+
+def scheduled_runs(fm, name=None):
+    st = fm.store()
+    try:
+        rows = st.x("SELECT * FROM runs WHERE schedule IS NOT NULL ORDER BY fire_time, id").fetchall()
+        return [dict(r) for r in rows if name is None or r["schedule"] == name]
+    finally:
+        st.close()
+
+
+TICK = """
+def tick():
+    return 1
+
+schedule(name = "tick", cron = "* * * * * *", run = tick, overlap = "allow")
+"""
+
+
+@pytest.mark.slow
+def test_every_second_for_ten_seconds_starts_each_run_on_time(fm):
+    fm.write("tick.star", TICK)
+    proc = start_scheduler(fm, ".")
+    time.sleep(10)
+    assert stop(proc) == 0, proc.err()
+    runs = scheduled_runs(fm, "tick")
+    assert 9 <= len(runs) <= 11, len(runs)
+    for r in runs:
+        assert r["state"] == "completed", r
+        assert r["fire_time"] == int(r["fire_time"])
+        assert 0 <= r["started_at"] - r["fire_time"] < 1.0, (r["fire_time"], r["started_at"])
+    assert len(re.findall(r" fire +tick ", proc.err())) == len(runs)
+    assert len(re.findall(r" end +tick .* completed in ", proc.err())) == len(runs)
+
+
+@pytest.mark.slow
+def test_two_schedulers_on_one_database_never_start_a_fire_twice(fm):
+    fm.write("tick.star", TICK)
+    a = start_scheduler(fm, ".")
+    b = start_scheduler(fm, ".")
+    time.sleep(10)
+    assert stop(a) == 0 and stop(b) == 0, a.err() + b.err()
+    times = [r["fire_time"] for r in scheduled_runs(fm, "tick")]
+    assert len(times) >= 9
+    assert len(times) == len(set(times)), sorted(times)
+    assert sorted(times) == [times[0] + k for k in range(len(times))]  # and none missing
+    fired_by = [len(re.findall(r" fire +tick ", p.err())) for p in (a, b)]
+    assert sum(fired_by) == len(times)
+
+
+EDITABLE = """
+def job():
+    return 1
+
+schedule(name = "job", cron = "{cron}", run = job, overlap = "allow")
+"""
+
+
+@pytest.mark.slow
+def test_editing_and_breaking_the_file_while_the_daemon_runs(fm):
+    path = fm.write("jobs.star", EDITABLE.format(cron="0 0 1 1 *"))
+    proc = start_scheduler(fm, ".")
+    time.sleep(1.2)
+    assert scheduled_runs(fm) == []
+    edited = time.time()
+    path.write_text(EDITABLE.format(cron="* * * * * *"))
+    first = wait_for(lambda: scheduled_runs(fm), timeout=5, what="a run after the edit")
+    assert first[0]["fire_time"] - edited < 3.5
+    assert "changed schedule job: * * * * * *" in proc.err()
+
+    path.write_text(EDITABLE.format(cron="* * * * * *") + "\nundefined_name()\n")  # line 7
+    broken = time.time()
+    time.sleep(3.5)
+    err = proc.err()
+    assert "jobs.star:7:1: error: Variable `undefined_name` not found" in err  # file:line:col
+    assert err.count("jobs.star has errors; keeping its last good schedules: job") == 1, err  # not every second
+    after = [r for r in scheduled_runs(fm) if r["fire_time"] > broken + 0.5]
+    assert len(after) >= 2  # the last good schedule keeps firing
+
+    path.write_text(EDITABLE.format(cron="0 0 1 1 *"))
+    wait_for(lambda: "jobs.star loads again" in proc.err(), timeout=5, what="the fix to be seen")
+    time.sleep(1.5)
+    fixed = time.time()
+    time.sleep(1.5)
+    assert [r for r in scheduled_runs(fm) if r["fire_time"] > fixed] == []
+    assert stop(proc) == 0
+
+
+SLOW_JOB = """
+def job(out):
+    sh('touch "$OUT/$FLOWMETAL_RUN_ID.started"; sleep {sleep}; echo one >> "$OUT/$FLOWMETAL_RUN_ID"', env = {{"OUT": out}})
+    sh('echo two >> "$OUT/$FLOWMETAL_RUN_ID"', env = {{"OUT": out}})
+    return "done"
+
+schedule(name = "slow", cron = "* * * * * *", run = job, args = {{"out": "{out}"}}, overlap = "skip")
+"""
+
+
+def _first_started(out):
+    found = sorted(out.glob("*.started"), key=lambda p: p.stat().st_mtime)
+    return found[0].name[: -len(".started")] if found else None
+
+
+@pytest.mark.slow
+def test_sigterm_lets_the_running_effect_finish_and_the_next_start_resumes(fm):
+    out = fm.root / "out"
+    out.mkdir()
+    fm.write("slow.star", SLOW_JOB.format(sleep=2, out=out))
+    proc = start_scheduler(fm, ".", "--grace", "10s")
+    run_id = wait_for(lambda: _first_started(out), what="the job to start")
+    t = time.time()
+    code = stop(proc)
+    took = time.time() - t
+    assert code == 0, proc.err()
+    assert 1.0 < took < 10, took  # waited for the effect, not for the grace period
+    row = fm.run_row(run_id)
+    assert row["state"] == "running" and row["lease_expires"] == 0  # resumable
+    assert (out / run_id).read_text() == "one\n"  # the effect in progress finished...
+    journal = fm.journal(run_id)
+    assert [(e["seq"], e["status"]) for e in journal] == [(1, "completed")]  # ...and was recorded
+    assert f"left resumable: {run_id}" in proc.err()
+
+    again = start_scheduler(fm, ".")
+    fm.wait_state(run_id, "completed", timeout=20)
+    assert stop(again) == 0
+    assert (out / run_id).read_text() == "one\ntwo\n"  # the first effect was not performed again
+    assert [e["reexecuted"] for e in fm.journal(run_id)] == [0, 0]
+
+
+@pytest.mark.slow
+def test_sigterm_with_a_short_grace_interrupts_the_effect_and_it_is_performed_again(fm):
+    out = fm.root / "out"
+    out.mkdir()
+    fm.write("slow.star", SLOW_JOB.format(sleep=30, out=out))
+    proc = start_scheduler(fm, ".", "--grace", "1s")
+    run_id = wait_for(lambda: _first_started(out), what="the job to start")
+    t = time.time()
+    assert stop(proc) == 0, proc.err()
+    assert time.time() - t < 3.5
+    assert fm.run_row(run_id)["state"] == "running"
+    assert [e["status"] for e in fm.journal(run_id)] == ["started"]  # open: performed again on resume
+
+
+FAILING = """
+def boom():
+    fail("boom")
+
+def notify(run_id, schedule, fire_time, state, error):
+    sh('printf "%s" "$DOC" > "$OUT"', env = {{"DOC": json.encode({{"run_id": run_id, "schedule": schedule,
+        "fire_time": fire_time, "state": state, "error": error}}), "OUT": "{out}"}})
+
+schedule(name = "fragile", cron = "* * * * * *", run = boom, on_failure = notify)
+"""
+
+
+@pytest.mark.slow
+def test_on_failure_runs_with_the_failed_runs_details(fm):
+    report = fm.root / "report.json"
+    fm.write("fragile.star", FAILING.format(out=report))
+    proc = start_scheduler(fm, ".")
+    wait_for(report.exists, timeout=10, what="the on_failure report")
+    assert stop(proc) == 0
+    doc = json.loads(report.read_text())
+    assert set(doc) == {"run_id", "schedule", "fire_time", "state", "error"}
+    failed = fm.run_row(doc["run_id"])
+    assert failed["state"] == "failed" and doc["state"] == "failed" and doc["schedule"] == "fragile"
+    assert doc["fire_time"] == datetime.fromtimestamp(failed["fire_time"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert "boom" in doc["error"] and doc["error"] == failed["error"]
+    assert re.search(r"on_failure fragile .* failed -> on_failure run \w+", proc.err())
+
+
+@pytest.mark.slow
+def test_once_fires_what_is_due_and_exits_when_it_ends(fm):
+    fm.write("tick.star", TICK.replace('overlap = "allow"', 'catchup = "latest"'))
+    r = fm("schedule", "--once")
+    assert r.returncode == 0, r.stderr  # just added: nothing is due yet
+    assert scheduled_runs(fm) == []
+    time.sleep(1.5)
+    r = fm("schedule", "--once")
+    assert r.returncode == 0, r.stderr
+    runs = scheduled_runs(fm)
+    assert len(runs) == 1 and runs[0]["state"] == "completed"
+    listed = json.loads(fm("schedule", "--list", "--json").stdout)
+    assert [(s["name"], s["status"], s["counts"]["started"]) for s in listed] == [("tick", "active", 1)]
+    assert listed[0]["last_fire"]["state"] == "completed" and len(listed[0]["next"]) == 3
+
+
+# ------------------------------------------------------- quick, no real time
+
+
+def test_list_shows_schedules_and_their_history(fm):
+    fm.write("tick.star", TICK)
+    r = fm("schedule", "--list")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"tick +new +\* \* \* \* \* \* +UTC", r.stdout), r.stdout
+    doc = json.loads(fm("schedule", "--list", "--json").stdout)
+    assert doc[0]["name"] == "tick" and doc[0]["status"] == "new" and doc[0]["last_fire"] is None
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--json"], "--json goes with --list or --dry-run"),
+    (["--from", "2026-01-01"], "--from and --to go with --dry-run"),
+    (["--list", "--once"], "cannot be combined"),
+    (["nowhere"], "nowhere: no such file or directory"),
+    (["--dry-run", "--from", "yesterday"], "expected an ISO date"),
+    (["--grace", "soon"], "--grace must be"),
+])
+def test_usage_errors_exit_2(fm, args, message):
+    fm.write("tick.star", TICK)
+    r = fm("schedule", *args)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_dry_run_lists_fire_times_in_the_schedule_zone_and_starts_nothing(fm):
+    fm.write("nightly.star", 'def job():\n    return 1\n\nschedule(name = "nightly", cron = "30 2 * * *", '
+             'run = job, timezone = "Europe/Berlin")\n')
+    r = fm("schedule", "--dry-run", "--from", "2026-03-28T00:00:00+01:00", "--to", "2026-03-31T00:00:00+02:00")
+    assert r.returncode == 0, r.stderr
+    assert [line.split()[0] for line in r.stdout.splitlines()] == [
+        "2026-03-28T02:30:00+01:00", "2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"]
+    assert not fm.db.exists()  # a dry run does not even create the database
+
+
+def _crontab_fires(text, start, end, local_zone):
+    """What cron would run: per job (numbered as import-crontab numbers them), its fire times."""
+    zone, fires, n = local_zone, {}, 0
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        assign = re.match(r"^([A-Za-z_]\w*)\s*=\s*(.*)$", line)
+        if assign:
+            if assign.group(1) in ("CRON_TZ", "TZ"):
+                zone = assign.group(2)
+            continue
+        if line.startswith("@reboot"):
+            continue
+        expr = line.split()[0] if line.startswith("@") else " ".join(line.split()[:5])
+        n += 1
+        it = croniter(expr, datetime.fromtimestamp(start, ZoneInfo(zone)) - _SECOND)
+        times = []
+        while True:
+            t = it.get_next(datetime).timestamp()
+            if t >= end:
+                break
+            times.append(t)
+        fires[f"job-{n}"] = times
+    return fires
+
+
+_SECOND = __import__("datetime").timedelta(seconds=1)
+
+
+def test_import_crontab_round_trip(fm):
+    crontab = EXAMPLES / "crontab" / "crontab"
+    r = fm("import-crontab", crontab, "-o", "cron.star")
+    assert r.returncode == 0, r.stderr
+    star = (fm.root / "cron.star").read_text()
+    assert fm("import-crontab", crontab).stdout == star
+    check = fm("check", "cron.star")
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    env = {"TZ": "America/New_York"}  # "local" jobs: no DST change in this week
+    start = datetime(2026, 6, 1, tzinfo=UTC).timestamp()
+    end = datetime(2026, 6, 8, tzinfo=UTC).timestamp()
+    r = fm("schedule", "cron.star", "--dry-run", "--json", "--from", "2026-06-01T00:00:00Z",
+           "--to", "2026-06-08T00:00:00Z", env=env)
+    assert r.returncode == 0, r.stderr
+    got = {}
+    for row in json.loads(r.stdout):
+        t = datetime.fromisoformat(row["fire_time"].replace("Z", "+00:00")).timestamp()
+        got.setdefault(row["schedule"], []).append(t)
+    expected = _crontab_fires(crontab.read_text(), start, end, "America/New_York")
+    assert len(expected) == 9
+    assert {k: v for k, v in expected.items() if v} == got
+    assert sum(map(len, got.values())) > 300  # the */10 business-hours job alone fires 270 times
