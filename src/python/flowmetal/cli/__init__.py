@@ -70,9 +70,8 @@ def db_option(f):
 
 
 def open_db(db, root, paths=()):
-    from flowmetal.lang.workspace import root_for
+    from flowmetal.lang.workspace import default_db_path, root_for
     from flowmetal.store import open_store
-    from flowmetal.store.sqlite import default_db_path
 
     root = root_for(paths, root)
     if db is None:
@@ -227,17 +226,23 @@ def show(run_ref, as_json, db, root):
     """A run's state, arguments, result or error, children, and its journal."""
     from flowmetal.cli import render
 
+    from flowmetal.engine.gate import decode_result
+
     store, _ = open_db(db, root)
     run = store.find_run(run_ref)
     journal = store.journal(run["id"])
     children = store.list_runs(parent_id=run["id"], limit=10_000)
+
+    def decode(text):
+        return decode_result(store, text)
+
     if as_json:
         doc = render.run_json(run)
-        doc["journal"] = [render.entry_json(e) for e in journal]
+        doc["journal"] = [render.entry_json(e, decode) for e in journal]
         doc["children"] = [c["id"] for c in children]
         click.echo(json.dumps(doc, indent=2))
     else:
-        render.show_run(run, journal, children)
+        render.show_run(run, journal, children, decode)
 
 
 @cli.command()

@@ -32,11 +32,14 @@ def run_json(run):
     return doc
 
 
-def entry_json(e):
+def entry_json(e, decode=json.loads):
+    """A journal entry as JSON; `decode` turns a stored result into the value the program saw."""
     doc = dict(e)
-    for key in ("args", "result", "data"):
+    for key in ("args", "data"):
         if doc.get(key) is not None:
             doc[key] = json.loads(doc[key])
+    if doc.get("result") is not None:
+        doc["result"] = decode(doc["result"])
     return doc
 
 
@@ -69,7 +72,7 @@ def runs_table(rows):
     out.print(table)
 
 
-def show_run(run, journal, children):
+def show_run(run, journal, children, decode=json.loads):
     out.print(f"[bold]run[/bold] {run['id']}  {run['file']}:{run['function']}  [bold]{run['state']}[/bold]")
     out.print(f"args: {run['args']}")
     if run.get("posargs"):
@@ -103,7 +106,7 @@ def show_run(run, journal, children):
         elif e["builtin"] == "secret":
             result = "***"
         else:
-            result = short(json.loads(e["result"]) if e["result"] else None, 50)
+            result = short(decode(e["result"]) if e["result"] else None, 50)
         marks = []
         if e["reexecuted"]:
             marks.append("re-executed")
