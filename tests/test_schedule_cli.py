@@ -296,6 +296,9 @@ def test_import_crontab_round_trip(fm):
     assert r.returncode == 0, r.stderr
     star = (fm.root / "cron.star").read_text()
     assert fm("import-crontab", crontab).stdout == star
+    # the checked-in example is exactly what the command writes
+    example = fm("import-crontab", "examples/crontab/crontab", "--prefix", "crontab-example", cwd=EXAMPLES.parent)
+    assert example.stdout == (EXAMPLES / "crontab" / "crontab.star").read_text()
     check = fm("check", "cron.star")
     assert check.returncode == 0, check.stdout + check.stderr
 

@@ -125,15 +125,21 @@ def _list(store, root, paths, as_json):
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
               help="Write the .star file here (default: stdout).")
-def import_crontab(file, output):
+@click.option("--prefix", default="job", show_default=True,
+              help="Schedules are named PREFIX-1, PREFIX-2, ... in the order of the crontab's jobs.")
+def import_crontab(file, output, prefix):
     """Translate a crontab (FILE, or - for stdin) into a .star file of schedules.
 
     Each job becomes a function that runs the command with sh() and a
     schedule() that fires it, with cron's semantics (local time, no catch-up,
     overlapping runs allowed); what cannot be translated is kept as a comment.
     """
+    import re
+
     from flowmetal.schedule.crontab import convert_crontab
 
+    if not re.match(r"^[A-Za-z0-9_.-]{1,90}$", prefix):
+        raise CliError(f"--prefix {prefix!r}: use letters, digits, '_', '.', '-' (a schedule name's characters)")
     if file == "-":
         text, source = sys.stdin.read(), "stdin"
     else:
@@ -143,8 +149,8 @@ def import_crontab(file, output):
             raise CliError(f"{file}: no such file") from None
         except (OSError, UnicodeDecodeError) as e:
             raise CliError(f"{file}: cannot read it: {e}") from None
-        source = Path(file).name
-    star = convert_crontab(text, source)
+        source = file
+    star = convert_crontab(text, source, prefix=prefix)
     if output is None:
         click.echo(star, nl=False)
         return
