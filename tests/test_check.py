@@ -161,3 +161,17 @@ def test_help_and_version(fm):
         assert f"  {cmd} " in r.stdout, cmd
     r = fm("--version")
     assert r.returncode == 0 and "flowmetal, version" in r.stdout
+
+
+def test_schedule_in_a_loop_is_reported_at_its_call(fm):
+    fm.write("loop.star", 'def j():\n    pass\n\nfor n in ["a", "b"]:\n    schedule(name = n, cron = "61 * * * *", run = j)\n')
+    r = check(fm, "loop.star")
+    assert r.returncode == 2
+    assert r.stdout.count("loop.star:5:5: error: schedule") == 2, r.stdout
+
+
+def test_unknown_name_called_at_top_level_is_reported_once(fm):
+    fm.write("once.star", "x = undefined_function(1)\n")
+    r = check(fm, "once.star")
+    assert r.returncode == 2
+    assert r.stdout.count("once.star:1:5") == 1, r.stdout

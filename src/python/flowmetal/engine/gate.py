@@ -181,6 +181,7 @@ class Gate:
         self.secrets = []
         self.stop = None  # ("suspend", waiting_for, wake_at) | ("continue", kwargs) | ("cancel", state) | ("lost",) | ("interrupt",)
         self.cancel = threading.Event()  # set from outside: cancel, timeout, interrupt
+        self.drain = threading.Event()  # set from outside: stop before the next effect (graceful shutdown)
         self.cancel_reason = None
         self.replayed = 0
         self.reexecuted = 0
@@ -276,9 +277,15 @@ class Gate:
     def _decode(self, text):
         return decode_result(self.store, text)
 
-    def _check_stop(self):
+    def _check_stop(self, drain=True):
+        """Raise Stop if the run must stop here. `drain` (a graceful shutdown) stops the run
+        before its next effect, never in the middle of one: the effect in progress finishes
+        and is recorded; only `cancel` interrupts it."""
         if self.stop is not None:
             raise Stop(self.stop[0])
+        if drain and self.drain.is_set():
+            self.stop = ("interrupt",)
+            raise Stop("drain")
         if self.cancel.is_set():
             reason = self.cancel_reason or "cancelled"
             self.stop = ("interrupt",) if reason == "interrupt" else ("cancel", reason)
@@ -374,7 +381,7 @@ class Gate:
         except EffectError as e:  # can never succeed as written: record the error, then fail the run
             self._complete(seq, None, reexecuted=reexecuted, error=_mask(str(e), self.secrets), status="failed")
             raise
-        self._check_stop()  # cancelled or interrupted while it ran: the entry stays open
+        self._check_stop(drain=False)  # cancelled or interrupted while it ran: the entry stays open
         self._complete(seq, result, reexecuted=reexecuted)
         return seq, loads(canonical(result))  # as replay returns it (sorted keys)
 

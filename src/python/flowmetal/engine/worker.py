@@ -154,6 +154,14 @@ class Worker:
                     break
                 version = current
 
+    def drain(self):
+        """Stop claiming, and stop each running execution before its next effect: effects in
+        progress finish and are recorded; the runs stay resumable. `shutdown` follows."""
+        self.stopping.set()
+        with self.lock:
+            for ex in self.active.values():
+                ex.gate.drain.set()
+
     def shutdown(self, interrupt=False, grace=5.0):
         """Stop claiming. With `interrupt`, ask running executions to stop at their next effect
         (their runs stay resumable); then wait up to `grace` seconds for them."""

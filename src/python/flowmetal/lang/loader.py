@@ -39,7 +39,7 @@ PRELUDE_TEXT = (Path(__file__).parent / "builtins.star").read_text(encoding="utf
 BUILTIN_NAMES = tuple(re.findall(r"^def ([a-z]\w*)\(", PRELUDE_TEXT, re.M))
 EFFECTS = tuple(sorted(set(re.findall(r'_effect\("(\w+)"', PRELUDE_TEXT))))
 _TOP_DEF = re.compile(r"^def\s+(\w+)\s*\(", re.M)
-_SCHEDULE_CALL = re.compile(r"^schedule\s*\(", re.M)
+_SCHEDULE_CALL = re.compile(r"^[ \t]*schedule\s*\(", re.M)
 _UNKNOWN_NAME = re.compile(r"Variable `(\w+)` not found")
 
 
@@ -131,15 +131,23 @@ class Program:
         self.log_handler(text)
 
     def _declarer(self, file):
+        """The `_declare` callable for one file. A declaration's line is that of the k-th
+        `schedule(` call in the text (found once per file): the host cannot see the
+        caller's position. Calls made from a loop share the line of the last one found."""
+        text = self.texts.get(file, "")
+        sites, pos, line = [], 0, 1
+        for m in _SCHEDULE_CALL.finditer(text):
+            line += text.count("\n", pos, m.start())
+            pos = m.start()
+            sites.append((line, len(m.group()) - len(m.group().lstrip()) + 1))
+        sites = sites or [(1, 1)]
+        count = [0]
+
         def declare(kind, args):
             if self.phase != "loading":
                 raise PhaseError(f"{kind}() is a declaration: call it at the top level of a file, not while a run executes")
-            text = self.texts.get(file, "")
-            index = sum(1 for d in self.declarations if d.file == file and d.kind == kind)
-            matches = [m.start() for m in _SCHEDULE_CALL.finditer(text)]
-            line, col = 1, 1
-            if index < len(matches):
-                line = text.count("\n", 0, matches[index]) + 1
+            line, col = sites[min(count[0], len(sites) - 1)]
+            count[0] += 1
             self.declarations.append(Declaration(kind, args, file, line, col))
             return None
 
@@ -201,7 +209,7 @@ class Program:
                 del self.declarations[mark:]
                 unknown = _UNKNOWN_NAME.match(diagnostic.message)
                 if not (self.lenient and unknown and len(stubs) < 50 and unknown[1] not in stubs):
-                    return None
+                    return None  # (its declarations were dropped above: they come from a failed file)
                 stubs.append(unknown[1])
         frozen = module.freeze()
         self.modules[name] = frozen
@@ -220,7 +228,8 @@ class Program:
 
     def _fail(self, name, diagnostic):
         self._failed.add(name)
-        if diagnostic.key() not in {d.key() for d in self.diagnostics}:
+        # One message per place: in lenient mode a stubbed name fails again where it is used.
+        if diagnostic.key()[:3] not in {d.key()[:3] for d in self.diagnostics}:
             self.diagnostics.append(diagnostic)
 
     def _read(self, name):

@@ -53,6 +53,7 @@ import math
 import os
 import re
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -79,6 +80,7 @@ _FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week", "secon
 # ---------------------------------------------------------------- expressions
 
 
+@lru_cache(maxsize=4096)  # validating builds a croniter; every cron function calls this
 def normalize_cron(expr):
     """The expression as croniter will read it: macros expanded, spaces collapsed.
 

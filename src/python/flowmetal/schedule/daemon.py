@@ -802,20 +802,6 @@ HARD_STOP = 2.5  # of the grace period, kept for interrupting what did not finis
 FOLLOWUP_SECONDS = 0.5  # at least this often: buffered fires, outcomes, on_failure
 
 
-def _stop_before_next_effect(gate):
-    """Let the effect in progress finish and be recorded, then stop the run (resumable)
-    when it calls its next effect. The engine has no such mode of its own: the gate's
-    cancel event would also kill the effect in progress."""
-    original = gate._next
-
-    def stop_then_next(name, args):
-        if gate.stop is None:
-            gate.stop = ("interrupt",)
-        return original(name, args)
-
-    gate._next = stop_then_next
-
-
 class Daemon:
     """The loop behind `flowmetal schedule`: load, reconcile, tick, execute, reload, stop."""
 
@@ -1016,13 +1002,11 @@ class Daemon:
         started = time.monotonic()
         deadline = started + self.grace
         soft = deadline - min(HARD_STOP, self.grace / 2)
-        worker.stopping.set()
         with worker.lock:
             active = list(worker.active.values())
         if active:
             self.emit("stopping", running=len(active), grace=self.grace)
-        for ex in active:
-            _stop_before_next_effect(ex.gate)
+        worker.drain()
         while worker.active and time.monotonic() < soft and not self.hurry.is_set():
             time.sleep(0.02)
         worker.shutdown(interrupt=True, grace=max(0.0, deadline - time.monotonic()))
