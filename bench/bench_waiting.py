@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from common import SYSTEM, Bench, raw_commits_per_second
+from common import Bench, raw_commits_per_second
 
 SIGNALS = """
 def main(n):
@@ -81,7 +81,7 @@ def main():
     print(f"raw SQLite commits/s (WAL, synchronous NORMAL): {raw:,.0f}")
 
     lat, committed = signal_latency(b)
-    print(f"signal -> next effect, 50 signals through the CLI and one worker process:")
+    print("signal -> next effect, 50 signals through the CLI and one worker process:")
     print(f"  from running `flowmetal signal` (includes its Python start-up): {summary(lat)}")
     print(f"  from the signal's commit to the run's next effect:             {summary(committed)}")
 

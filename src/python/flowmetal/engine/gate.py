@@ -38,7 +38,6 @@ import json
 import os
 import random as _random
 import threading
-import time
 import uuid as _uuid
 
 from flowmetal.codec import canonical, digest, loads
@@ -453,27 +452,36 @@ class Gate:
     def _sleep(self, args):
         return self._timer("sleep", args, parse_duration(args["duration"]))
 
+    def _open_wait(self, name, args):
+        """The journal position of a wait with an optional `timeout`.
+
+        Returns (seq, done, value, deadline): `done` with the recorded value when the
+        wait already ended; else the deadline (None: no timeout), recorded on first call."""
+        seq, rec = self._next(name, args)
+        if "_new" in rec:
+            timeout = _duration(name, "timeout", args["timeout"])
+            deadline = None if timeout is None else self.clock.now() + timeout
+            self._record(seq, name, rec, "started", data={"deadline": deadline})
+            return seq, False, None, deadline
+        if rec["status"] != "started":
+            return seq, True, self._decode(rec["result"]), None
+        return seq, False, None, loads(rec["data"])["deadline"]
+
     def _wait_signal(self, args):
         name = args["name"]
-        seq, rec = self._next("wait_signal", args)
-        if "_new" in rec:
-            timeout = _duration("wait_signal", "timeout", args["timeout"])
-            deadline = None if timeout is None else self.clock.now() + timeout
-            rec = self._record(seq, "wait_signal", rec, "started", data={"deadline": deadline})
-        elif rec["status"] != "started":
-            return self._decode(rec["result"])
-        deadline = loads(rec["data"])["deadline"]
-        while True:
-            with self.store.transaction():
-                signal = self.store.take_signal(self.run_id, name, seq)
-                if signal is not None:
-                    payload = json.loads(signal["payload"])
-                    self._complete(seq, payload)
-                    return payload
-            if deadline is not None and self._wait_until(deadline):
-                self._complete(seq, None)
-                return None
-            self._suspend({"kind": "signal", "name": name, "until": deadline}, deadline)
+        seq, done, value, deadline = self._open_wait("wait_signal", args)
+        if done:
+            return value
+        with self.store.transaction():
+            signal = self.store.take_signal(self.run_id, name, seq)
+            if signal is not None:
+                payload = json.loads(signal["payload"])
+                self._complete(seq, payload)
+                return payload
+        if deadline is not None and self._wait_until(deadline):
+            self._complete(seq, None)
+            return None
+        self._suspend({"kind": "signal", "name": name, "until": deadline}, deadline)
 
     def _spawn(self, args):
         seq, rec = self._next("spawn", args)
@@ -486,14 +494,9 @@ class Gate:
 
     def _wait(self, args):
         handles = args["handles"]
-        seq, rec = self._next("wait", args)
-        if "_new" in rec:
-            timeout = _duration("wait", "timeout", args["timeout"])
-            deadline = None if timeout is None else self.clock.now() + timeout
-            rec = self._record(seq, "wait", rec, "started", data={"deadline": deadline})
-        elif rec["status"] != "started":
-            return self._decode(rec["result"])
-        deadline = loads(rec["data"])["deadline"]
+        seq, done, value, deadline = self._open_wait("wait", args)
+        if done:
+            return value
         results = self.hooks.child_results(self, handles)
         pending = [r["id"] for r in results if r["state"] not in ENDED]
         timed_out = deadline is not None and self.clock.now() >= deadline

@@ -11,7 +11,8 @@ from flowmetal.engine import runs as run_ops
 from flowmetal.engine.gate import Gate, Stop, mask
 from flowmetal.errors import LoadError, UserError
 from flowmetal.lang.diagnostics import strip_prelude_frames
-from flowmetal.lang.loader import Program
+from flowmetal.ids import new_run_id
+from flowmetal.lang.loader import Program, top_level_functions
 from flowmetal.lang.workspace import PinnedSources
 
 MAX_CALLSTACK = 500
@@ -35,12 +36,8 @@ class Hooks:
         sources = gate.store.pinned_sources(gate.run_id)
         if file not in sources:
             raise UserError(f"spawn(): {file} is not part of this run's code")
-        from flowmetal.lang.loader import top_level_functions
-
         if function not in top_level_functions(sources[file]):
             raise UserError(f"spawn(): {function} is not a top-level function of {file}")
-        from flowmetal.ids import new_run_id
-
         return run_ops.create_run(
             self.store, self.clock, file=file, function=function, args=kwargs, posargs=args,
             texts=gate.run_id, root_dir=gate.run["root_dir"], parent_id=gate.run_id,

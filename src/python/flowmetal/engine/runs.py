@@ -6,9 +6,9 @@ Each is one transaction over the store.
 import json
 
 from flowmetal.codec import canonical
-from flowmetal.errors import NotFound, UserError
+from flowmetal.errors import UserError
 from flowmetal.ids import new_run_id
-from flowmetal.lang.loader import Program, split_function_ref
+from flowmetal.lang.loader import Program, split_function_ref, top_level_functions
 from flowmetal.lang.workspace import DiskSources, file_name
 from flowmetal.store.base import ENDED
 
@@ -21,16 +21,10 @@ def load_target(root, path, function):
     program = Program(DiskSources(root))
     program.load(name)
     if not program.function_exists(name, function):
-        defined = sorted(n for n in _functions(program.texts[name]) if not n.startswith("_"))
+        defined = sorted(n for n in top_level_functions(program.texts[name]) if not n.startswith("_"))
         raise UserError(f"{name} has no top-level function {function!r}"
                         + (f" (it defines: {', '.join(defined)})" if defined else ""))
     return name, dict(program.texts)
-
-
-def _functions(text):
-    from flowmetal.lang.loader import top_level_functions
-
-    return top_level_functions(text)
 
 
 def create_run(store, clock, *, file, function, args, texts, root_dir=None, timeout=None,
@@ -125,9 +119,3 @@ def resolve_ref(ref):
         raise UserError(f"cannot tell which file defines function {ref!r}")
     return file, function
 
-
-def get(store, ref):
-    try:
-        return store.find_run(ref)
-    except NotFound:
-        raise

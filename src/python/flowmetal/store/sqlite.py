@@ -6,7 +6,6 @@ measured too: importing it costs about 0.17 s (more where it pulls in numpy),
 paid by every command for a one-line table lookup, so the store does not use it.
 """
 
-import os
 import sqlite3
 import threading
 import time
