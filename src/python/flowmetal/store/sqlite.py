@@ -150,13 +150,26 @@ class SqliteStore(Store):
                                        check_same_thread=False)
                 conn.row_factory = sqlite3.Row
                 conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                conn.execute("PRAGMA journal_mode = WAL")
+                self._enable_wal(conn)
                 conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             except sqlite3.DatabaseError as e:
                 raise StoreError(f"cannot open database {self.path}: {e}") from None
             self._local.conn = conn
             self._local.depth = 0
         return conn
+
+    def _enable_wal(self, conn):
+        """Switching a new database to WAL can answer "locked" at once, without the busy
+        handler, while another process creates the same file: retry for the busy timeout."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     @contextmanager
     def transaction(self):

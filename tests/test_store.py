@@ -1,0 +1,103 @@
+"""The SQLite store's contract: schema versions, run lookup, ownership fencing, concurrent opening."""
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from flowmetal.errors import StoreError, UserError
+from flowmetal.store.sqlite import MIGRATIONS, SqliteStore
+
+
+@pytest.fixture
+def store(tmp_path):
+    st = SqliteStore(tmp_path / "s.db")
+    yield st
+    st.close()
+
+
+def add_run(st, run_id, state="pending", owner=None):
+    st.insert_run({"id": run_id, "file": "w.star", "function": "main", "args": "{}", "state": state,
+                   "created_at": time.time(), "root_id": run_id, "owner": owner})
+
+
+def test_schema_is_versioned_and_a_newer_database_is_refused(tmp_path):
+    st = SqliteStore(tmp_path / "v.db")
+    assert st.schema_version() == len(MIGRATIONS)
+    st.close()
+    SqliteStore(tmp_path / "v.db").close()  # opening again migrates nothing
+    conn = sqlite3.connect(tmp_path / "v.db")
+    conn.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="schema version 999, newer than"):
+        SqliteStore(tmp_path / "v.db")
+
+
+def test_missing_directory_and_garbage_file_are_clear_errors(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        SqliteStore(tmp_path / "nope" / "x.db")
+    bad = tmp_path / "garbage.db"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="garbage.db"):
+        SqliteStore(bad)
+
+
+def test_find_run_by_prefix(store):
+    add_run(store, "abc111")
+    add_run(store, "abc222")
+    assert store.find_run("abc1")["id"] == "abc111"
+    with pytest.raises(UserError, match="ambiguous"):
+        store.find_run("abc")
+    with pytest.raises(UserError, match="no run 'zzz'"):
+        store.find_run("zzz")
+
+
+def test_only_the_owner_writes_the_journal(store):
+    add_run(store, "r1")
+    now = time.time()
+    claimed = store.claim_run("me", now, now + 30, run_id="r1")
+    assert claimed["owner"] == "me" and claimed["executions"] == 1
+    assert store.claim_run("other", now, now + 30, run_id="r1") is None  # lease is current
+    entry = {"run_id": "r1", "seq": 1, "builtin": "now", "args": "{}", "digest": "d", "status": "completed",
+             "result": "1.0", "started_at": now, "ended_at": now}
+    assert store.insert_journal(entry, "other") is False
+    assert store.insert_journal(entry, "me") is True
+    assert store.update_journal("r1", 1, "other", status="failed") is False
+    # the lease expires: another owner takes over, and the old one can no longer write
+    store.update_run("r1", lease_expires=0)
+    assert store.claim_run("other", now, now + 30, run_id="r1")["owner"] == "other"
+    assert store.insert_journal({**entry, "seq": 2}, "me") is False
+    assert [e["seq"] for e in store.journal("r1")] == [1]
+
+
+RACE = textwrap.dedent("""
+    import os, sys, time
+    from flowmetal.store.sqlite import SqliteStore
+    go, db = sys.argv[1], sys.argv[2]
+    while not os.path.exists(go):
+        time.sleep(0.0005)
+    try:
+        SqliteStore(db).list_runs()
+        print("ok")
+    except Exception as e:
+        print("ERR", e)
+""")
+
+
+def test_processes_creating_one_database_at_the_same_instant(tmp_path):
+    script = tmp_path / "race.py"
+    script.write_text(RACE)
+    for trial in range(6):
+        go, db = tmp_path / f"go{trial}", tmp_path / f"race{trial}.db"
+        procs = [subprocess.Popen([sys.executable, str(script), str(go), str(db)], stdout=subprocess.PIPE, text=True)
+                 for _ in range(8)]
+        time.sleep(0.6)  # let them import, then start them together
+        go.write_text("")
+        outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+        assert outs == ["ok"] * 8, outs
+    assert os.path.exists(db)
