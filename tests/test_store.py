@@ -101,3 +101,21 @@ def test_processes_creating_one_database_at_the_same_instant(tmp_path):
         outs = [p.communicate(timeout=60)[0].strip() for p in procs]
         assert outs == ["ok"] * 8, outs
     assert os.path.exists(db)
+
+
+def test_a_locked_database_is_a_clear_error_and_loses_nothing(fm):
+    fm.write("w.star", "def main():\n    return 1\n")
+    assert fm("run", "w.star").returncode == 0
+    holder = sqlite3.connect(fm.db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+    try:
+        t0 = time.time()
+        r = fm("start", "w.star", env={"FLOWMETAL_BUSY_TIMEOUT": "1s"})
+        assert r.returncode == 2
+        assert "is locked by another process (waited 1s)" in r.stderr and "Traceback" not in r.stderr
+        assert time.time() - t0 < 8
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    runs = fm("runs", "--json")
+    assert runs.returncode == 0 and runs.stdout.count('"state": "completed"') == 1

@@ -70,6 +70,7 @@ def db_option(f):
 
 
 def open_db(db, root, paths=()):
+    from flowmetal.durations import parse_duration
     from flowmetal.lang.workspace import default_db_path, root_for
     from flowmetal.store import open_store
 
@@ -77,7 +78,12 @@ def open_db(db, root, paths=()):
     if db is None:
         db = default_db_path(root)
         os.makedirs(os.path.dirname(db), exist_ok=True)
-    return open_store(db, synchronous_full=os.environ.get("FLOWMETAL_SYNC") == "full"), root
+    busy = os.environ.get("FLOWMETAL_BUSY_TIMEOUT")
+    try:
+        busy = None if not busy else parse_duration(busy, "FLOWMETAL_BUSY_TIMEOUT")
+    except ValueError as e:
+        raise CliError(str(e))
+    return open_store(db, synchronous_full=os.environ.get("FLOWMETAL_SYNC") == "full", busy_timeout=busy), root
 
 
 def parse_args(pairs, args_json):

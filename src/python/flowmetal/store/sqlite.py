@@ -16,7 +16,7 @@ from flowmetal.codec import content_hash
 from flowmetal.errors import StoreError, UserError
 from flowmetal.store.base import Store
 
-BUSY_TIMEOUT_MS = 10_000
+BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another process's lock; FLOWMETAL_BUSY_TIMEOUT overrides
 
 # Each entry migrates the schema from version i to i+1. Never edit one that shipped.
 MIGRATIONS = [
@@ -127,8 +127,9 @@ JOURNAL_COLUMNS = ("run_id", "seq", "builtin", "args", "digest", "status", "resu
 
 
 class SqliteStore(Store):
-    def __init__(self, path, synchronous_full=False):
+    def __init__(self, path, synchronous_full=False, busy_timeout_ms=None):
         self.path = str(path)
+        self.busy_ms = busy_timeout_ms or BUSY_TIMEOUT_MS
         self.synchronous = "FULL" if synchronous_full else "NORMAL"
         self._local = threading.local()
         # Writers of this process take turns here instead of in SQLite's busy
@@ -146,10 +147,10 @@ class SqliteStore(Store):
         conn = getattr(self._local, "conn", None)
         if conn is None:
             try:
-                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                conn = sqlite3.connect(self.path, timeout=self.busy_ms / 1000, isolation_level=None,
                                        check_same_thread=False)
                 conn.row_factory = sqlite3.Row
-                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                conn.execute(f"PRAGMA busy_timeout = {self.busy_ms}")
                 self._enable_wal(conn)
                 conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             except sqlite3.DatabaseError as e:
@@ -161,7 +162,7 @@ class SqliteStore(Store):
     def _enable_wal(self, conn):
         """Switching a new database to WAL can answer "locked" at once, without the busy
         handler, while another process creates the same file: retry for the busy timeout."""
-        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        deadline = time.monotonic() + self.busy_ms / 1000
         while True:
             try:
                 conn.execute("PRAGMA journal_mode = WAL")
@@ -199,7 +200,7 @@ class SqliteStore(Store):
         except sqlite3.OperationalError as e:
             if "locked" in str(e) or "busy" in str(e):
                 raise StoreError(
-                    f"database {self.path} is locked by another process (waited {BUSY_TIMEOUT_MS // 1000}s)"
+                    f"database {self.path} is locked by another process (waited {self.busy_ms / 1000:g}s)"
                 ) from None
             raise StoreError(f"database {self.path}: {e}") from None
         except sqlite3.DatabaseError as e:
