@@ -16,7 +16,8 @@ def main(out):
 """
 
 
-def test_live_owner_is_not_taken_over(fm):
+def start_slow_run(fm):
+    """`flowmetal run` of SLOW in the background, returned once its first step ran."""
     out = fm.root / "out.txt"
     fm.write("slow.star", SLOW)
     proc = fm.spawn("run", "slow.star", "-a", f"out={out}")
@@ -24,6 +25,11 @@ def test_live_owner_is_not_taken_over(fm):
     end = time.time() + 10
     while not out.exists() and time.time() < end:
         time.sleep(0.02)
+    return proc, run_id, out
+
+
+def test_live_owner_is_not_taken_over(fm):
+    proc, run_id, out = start_slow_run(fm)
     r = fm("resume", run_id)
     assert r.returncode == 2 and "lease is current" in r.stderr
     r = fm("resume")  # no orphans: the owner is alive
@@ -36,13 +42,7 @@ def test_live_owner_is_not_taken_over(fm):
 
 
 def test_ctrl_c_leaves_the_run_resumable(fm):
-    out = fm.root / "out.txt"
-    fm.write("slow.star", SLOW)
-    proc = fm.spawn("run", "slow.star", "-a", f"out={out}")
-    run_id = read_run_id(proc)
-    end = time.time() + 10
-    while not out.exists() and time.time() < end:
-        time.sleep(0.02)
+    proc, run_id, out = start_slow_run(fm)
     time.sleep(0.3)
     os.kill(proc.pid, signal.SIGINT)
     assert proc.wait(15) == 130
