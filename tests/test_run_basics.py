@@ -11,7 +11,8 @@ def test_hello_example_prints_result_and_run_id(fm):
     assert json.loads(r.stdout)["message"] == "Hello, world!"
     run_id = run_id_of(r.stderr)
     assert "Hello, world!" in r.stderr  # the log streams to stderr
-    assert fm.run_row(run_id)["state"] == "completed"
+    row = fm.run_row(run_id)
+    assert row["state"] == "completed" and row["owner"] is None  # an ended run has no owner
     builtins = [e["builtin"] for e in fm.journal(run_id)]
     assert builtins == ["now", "sh"]
 

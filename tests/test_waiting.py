@@ -36,7 +36,7 @@ def test_signal_wakes_a_waiting_run_quickly(fm):
     fm.write("w.star", 'def main():\n    v = wait_signal("go")\n    return now()\n')
     proc = fm.spawn("run", "w.star")
     run_id = read_run_id(proc)
-    fm.wait_state(run_id, "waiting")
+    assert fm.wait_state(run_id, "waiting")["owner"] is None  # a waiting run holds nothing
     sent = time.time()
     assert fm("signal", run_id, "go", "1").returncode == 0
     proc.wait(20)

@@ -14,6 +14,7 @@ from flowmetal.lang.diagnostics import strip_prelude_frames
 from flowmetal.ids import new_run_id
 from flowmetal.lang.loader import Program, top_level_functions
 from flowmetal.lang.workspace import PinnedSources
+from flowmetal.store.base import ENDED
 
 MAX_CALLSTACK = 500
 
@@ -57,10 +58,9 @@ class Hooks:
 class Execution:
     """One attempt at executing a run, from replay to the point where it stops."""
 
-    def __init__(self, store, run, owner, clock, sources=None):
+    def __init__(self, store, run, owner, clock):
         self.store, self.run, self.owner, self.clock = store, run, owner, clock
         self.gate = Gate(store, run, owner, clock, Hooks(store, clock))
-        self.sources = sources
 
     def execute(self):
         """Returns the state the run is left in."""
@@ -69,8 +69,7 @@ class Execution:
             return self._end("timed_out", error="timed out")
         if run["cancel_requested"]:
             return self._end(run["cancel_requested"], error=run["cancel_requested"].replace("_", " "))
-        texts = self.sources if self.sources is not None else self.store.pinned_sources(run["id"])
-        self.texts = texts
+        texts = self.texts = self.store.pinned_sources(run["id"])
         program = Program(PinnedSources(texts), effect=gate.effect, log=gate.log)
         kwargs = json.loads(run["args"])
         posargs = json.loads(run["posargs"]) if run.get("posargs") else []
@@ -118,7 +117,7 @@ class Execution:
             return self._end("failed", error=stop[1])
         if kind == "interrupt":
             # Leave the run resumable: still 'running' but with no live owner.
-            self.store.update_run(self.run["id"], owner=self.owner, lease_expires=0)
+            self.store.update_run(self.run["id"], if_owner=self.owner, lease_expires=0)
             return "interrupted"
         return "lost"  # another process owns the run now
 
@@ -132,15 +131,13 @@ class Execution:
                     wake_at = now
             elif waiting_for["kind"] == "children":
                 states = [store.get_run(c)["state"] for c in waiting_for["runs"]]
-                if any(s in ("completed", "failed", "cancelled", "timed_out") for s in states):
+                if any(s in ENDED for s in states):
                     wake_at = now
             fresh = store.get_run(run["id"])
             if fresh["cancel_requested"]:
                 wake_at = now
-            ok = store.update_run(run["id"], owner=self.owner, state="waiting", waiting_for=canonical(waiting_for),
-                                  wake_at=wake_at, lease_expires=None)
-            if ok:
-                store.update_run(run["id"], owner=None)
+            ok = store.update_run(run["id"], if_owner=self.owner, state="waiting", owner=None,
+                                  waiting_for=canonical(waiting_for), wake_at=wake_at, lease_expires=None)
         return "waiting" if ok else "lost"
 
     def _continue(self, kwargs):
@@ -160,12 +157,11 @@ class Execution:
             error = mask(error, self.gate.secrets)
             result = mask(result, self.gate.secrets)
         with store.transaction():
-            ok = store.update_run(run["id"], owner=self.owner, state=state, result=result, error=error,
-                                  ended_at=self.clock.now(), waiting_for=None, wake_at=None,
+            ok = store.update_run(run["id"], if_owner=self.owner, state=state, result=result, error=error,
+                                  ended_at=self.clock.now(), owner=None, waiting_for=None, wake_at=None,
                                   lease_expires=None, **extra)
             if not ok:
                 return "lost"
-            store.update_run(run["id"], owner=None)
             # Children do not outlive their parent (as Temporal's default parent-close policy).
             for child in store.descendants(run["id"]):
                 run_ops._cancel_one(store, self.clock, child, "cancelled")

@@ -50,7 +50,7 @@ def expire_dead_local_owners(store):
         if len(parts) == 3 and parts[0] == host and parts[1].isdigit():
             pid = int(parts[1])
             if pid != os.getpid() and not _pid_alive(pid):
-                store.update_run(run["id"], owner=owner, lease_expires=0)
+                store.update_run(run["id"], if_owner=owner, lease_expires=0)
 
 
 class Worker:

@@ -42,8 +42,9 @@ class Store(ABC):
     def list_runs(self, status=None, limit=50, parent_id=None, root_id=None) -> list: ...
 
     @abstractmethod
-    def update_run(self, run_id: str, owner=None, **fields) -> bool:
-        """Set columns of a run; with `owner`, only if that owner still holds it."""
+    def update_run(self, run_id: str, *, if_owner=None, **fields) -> bool:
+        """Set columns of a run (`owner=` sets the owner column); with `if_owner`, only
+        if that owner still holds the run. Returns whether the run was changed."""
 
     @abstractmethod
     def claim_run(self, owner: str, now: float, lease_until: float, root_id=None, run_id=None) -> dict | None:
@@ -57,7 +58,19 @@ class Store(ABC):
     def running_runs(self) -> list: ...
 
     @abstractmethod
+    def owned_runs(self, owner: str) -> list:
+        """[(id, cancel_requested, deadline)] of the running runs `owner` holds (no lease change)."""
+
+    @abstractmethod
     def next_wake(self, root_id=None) -> float | None: ...
+
+    @abstractmethod
+    def has_pending(self, root_id=None) -> bool:
+        """Whether any run (of the tree `root_id`) is pending or running."""
+
+    @abstractmethod
+    def data_version(self) -> int:
+        """A counter that changes when another connection commits: a cheap "anything new?"."""
 
     # --- sources
     @abstractmethod
@@ -89,9 +102,22 @@ class Store(ABC):
     @abstractmethod
     def logs(self, run_id: str, after_rowid=0) -> list: ...
 
+    @abstractmethod
+    def tree_logs(self, root_id: str, after_rowid=0) -> list:
+        """Log lines of every run of one tree (a run, its children, its continuations)."""
+
+    @abstractmethod
+    def max_log_rowid(self) -> int: ...
+
     # --- signals
     @abstractmethod
     def insert_signal(self, run_id: str, name: str, payload: str, now: float): ...
+
+    @abstractmethod
+    def has_signal(self, run_id: str, name: str) -> bool: ...
+
+    @abstractmethod
+    def signals(self, run_id: str) -> list: ...
 
     @abstractmethod
     def take_signal(self, run_id: str, name: str, seq: int) -> dict | None:

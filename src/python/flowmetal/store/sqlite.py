@@ -275,14 +275,14 @@ class SqliteStore(Store):
         rows = self.x(f"SELECT * FROM runs {clause} ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
         return [dict(r) for r in rows]
 
-    def update_run(self, run_id, owner=None, **fields):
+    def update_run(self, run_id, *, if_owner=None, **fields):
         fields.setdefault("updated_at", time.time())
         sets = ", ".join(f"{k} = ?" for k in fields)
         sql = f"UPDATE runs SET {sets} WHERE id = ?"
         params = [*fields.values(), run_id]
-        if owner is not None:
+        if if_owner is not None:
             sql += " AND owner = ?"
-            params.append(owner)
+            params.append(if_owner)
         return self.x(sql, params).rowcount == 1
 
     def claim_run(self, owner, now, lease_until, root_id=None, run_id=None):
