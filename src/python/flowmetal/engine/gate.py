@@ -44,6 +44,7 @@ from flowmetal.codec import canonical, digest, loads
 from flowmetal.durations import parse_duration
 from flowmetal.engine.effects import EffectContext
 from flowmetal.errors import EffectError, NondeterminismError, UserError
+from flowmetal.store.base import ENDED
 
 # Results whose JSON is larger than this are stored once in the blob table and
 # referenced from the journal entry (see doc/effects.md).
@@ -52,9 +53,6 @@ BLOB_THRESHOLD = 64 * 1024
 BLOB_FIELD = 1024
 # A wait whose remaining time is at most this is waited in place instead of suspending.
 INLINE_WAIT = 1.0
-# Signal payloads larger than this are refused.
-MAX_SIGNAL_BYTES = 256 * 1024
-ENDED = ("completed", "failed", "cancelled", "timed_out")
 
 
 # Digests of recent (builtin, canonical arguments): a loop calling now() computes one.
@@ -127,7 +125,8 @@ def _marker_like(value):
     return isinstance(value, dict) and bool(value) and all(k.startswith("$") for k in value)
 
 
-def _mask(value, secrets):
+def mask(value, secrets):
+    """`value` (a string, or JSON containing strings) with every secret replaced by ***."""
     if not secrets:
         return value
     if isinstance(value, str):
@@ -136,9 +135,9 @@ def _mask(value, secrets):
                 value = value.replace(s, "***")
         return value
     if isinstance(value, list):
-        return [_mask(v, secrets) for v in value]
+        return [mask(v, secrets) for v in value]
     if isinstance(value, dict):
-        return {k: _mask(v, secrets) for k, v in value.items()}
+        return {k: mask(v, secrets) for k, v in value.items()}
     return value
 
 
@@ -157,11 +156,6 @@ def decode_result(store, text):
             whole[key] = loads(store.get_blob(digest_))
         return {key: whole[key] for key in sorted(whole)}
     return value
-
-
-def mask(value, secrets):
-    """`value` with every secret replaced by ***."""
-    return _mask(value, secrets)
 
 
 class Gate:
@@ -183,7 +177,6 @@ class Gate:
         self.drain = threading.Event()  # set from outside: stop before the next effect (graceful shutdown)
         self.cancel_reason = None
         self.replayed = 0
-        self.reexecuted = 0
 
     # --- the gate -----------------------------------------------------------
 
@@ -192,9 +185,9 @@ class Gate:
             validate(name, args)
             return getattr(self, "_" + name)(args)
         except (EffectError, OSError) as e:
-            raise BuiltinError(_mask(f"{name}(): {e}", self.secrets)) from None
+            raise BuiltinError(mask(f"{name}(): {e}", self.secrets)) from None
         except BuiltinError as e:
-            masked = _mask(str(e), self.secrets)  # an argument quoted in the message may hold a secret
+            masked = mask(str(e), self.secrets)  # an argument quoted in the message may hold a secret
             if masked != str(e):
                 raise BuiltinError(masked) from None
             raise
@@ -204,7 +197,7 @@ class Gate:
         self._check_stop()
         self.seq += 1
         self.log_n = 0
-        stored = canonical(_mask(args, self.secrets)) if args else "{}"
+        stored = canonical(mask(args, self.secrets)) if args else "{}"
         key = (name, stored)
         dig = _DIGESTS.get(key)
         if dig is None:
@@ -257,7 +250,7 @@ class Gate:
             return repr(result)  # the hot path of now() and random(): what canonical() gives, faster
         if type(result) is int or result is None:
             return canonical(result)
-        value = _mask(result, self.secrets)
+        value = mask(result, self.secrets)
         text = canonical(value)
         if len(text) <= BLOB_THRESHOLD:
             return canonical({"$value": value}) if _marker_like(value) else text
@@ -304,7 +297,7 @@ class Gate:
     def log(self, text, stream="log"):
         """A `print`/`log` line: keyed by journal position so replay does not repeat it."""
         self.log_n += 1
-        self.store.add_logs(self.run_id, [(self.seq, self.log_n, self.clock.now(), stream, _mask(text, self.secrets))])
+        self.store.add_logs(self.run_id, [(self.seq, self.log_n, self.clock.now(), stream, mask(text, self.secrets))])
 
     def _effect_log(self, seq):
         counter = iter(range(1_000_000, 2_000_000))
@@ -370,7 +363,6 @@ class Gate:
             reexecuted = False
         elif rec["status"] == "started":
             reexecuted = True  # the process died while it ran: at-least-once
-            self.reexecuted += 1
         elif rec["status"] == "failed":
             raise BuiltinError(f"{name}(): {rec['error']}")  # as the first execution did
         else:
@@ -379,7 +371,7 @@ class Gate:
         try:
             result = module.perform(args, ctx)
         except EffectError as e:  # can never succeed as written: record the error, then fail the run
-            self._complete(seq, None, reexecuted=reexecuted, error=_mask(str(e), self.secrets), status="failed")
+            self._complete(seq, None, reexecuted=reexecuted, error=mask(str(e), self.secrets), status="failed")
             raise
         self._check_stop(drain=False)  # cancelled or interrupted while it ran: the entry stays open
         self._complete(seq, result, reexecuted=reexecuted)
