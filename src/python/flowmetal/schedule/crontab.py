@@ -60,35 +60,19 @@ def _unquote(value):
 
 
 def split_percent(command):
-    """(command, stdin or None) per cron's ``%`` rule (see the module docstring)."""
-    out, i = [], 0
-    while i < len(command):
-        ch = command[i]
-        if ch == "\\" and i + 1 < len(command) and command[i + 1] == "%":
-            out.append("%")
-            i += 2
-            continue
-        if ch == "%":
-            return "".join(out), _stdin(command[i + 1 :])
-        out.append(ch)
-        i += 1
-    return "".join(out), None
+    """(command, stdin or None) per cron's ``%`` rule (see the module docstring):
+    the first unescaped ``%`` ends the command, later ones are newlines in stdin,
+    ``\\%`` is a literal ``%``, and stdin ends with a newline."""
+    parts = [p.replace("\\%", "%") for p in _UNESCAPED_PERCENT.split(command)]
+    if len(parts) == 1:
+        return parts[0], None
+    stdin = "\n".join(parts[1:])
+    if stdin and not stdin.endswith("\n"):
+        stdin += "\n"
+    return parts[0], stdin
 
 
-def _stdin(data):
-    out, i = [], 0
-    while i < len(data):
-        ch = data[i]
-        if ch == "\\" and i + 1 < len(data) and data[i + 1] == "%":
-            out.append("%")
-            i += 2
-            continue
-        out.append("\n" if ch == "%" else ch)
-        i += 1
-    text = "".join(out)
-    if text and not text.endswith("\n"):
-        text += "\n"
-    return text
+_UNESCAPED_PERCENT = re.compile(r"(?<!\\)%")
 
 
 def _day_fields_note(dom, dow):
