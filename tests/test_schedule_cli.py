@@ -64,12 +64,19 @@ def test_every_second_for_ten_seconds_starts_each_run_on_time(fm):
     assert stop(proc) == 0, proc.err()
     runs = scheduled_runs(fm, "tick")
     assert 9 <= len(runs) <= 11, len(runs)
-    for r in runs:
+    # SIGTERM stops starting runs: a fire made in the instant before it stays queued
+    # (pending, never started, resumable). Only the newest fire can be that one.
+    if runs[-1]["state"] == "pending":
+        assert runs[-1]["started_at"] is None and runs[-1]["executions"] == 0, runs[-1]
+        started = runs[:-1]
+    else:
+        started = runs
+    for r in started:
         assert r["state"] == "completed", r
         assert r["fire_time"] == int(r["fire_time"])
         assert 0 <= r["started_at"] - r["fire_time"] < 1.0, (r["fire_time"], r["started_at"])
     assert len(re.findall(r" fire +tick ", proc.err())) == len(runs)
-    assert len(re.findall(r" end +tick .* completed in ", proc.err())) == len(runs)
+    assert len(re.findall(r" end +tick .* completed in ", proc.err())) == len(started)
 
 
 @pytest.mark.slow
