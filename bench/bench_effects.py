@@ -18,7 +18,6 @@ without the journal (so the journal's share of the cost can be read off).
 
 import argparse
 import os
-import sqlite3
 import sys
 import tempfile
 import threading
@@ -27,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src" / "python"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from flowmetal.clock import SYSTEM  # noqa: E402
 from flowmetal.engine.effects import EffectContext, http, sh  # noqa: E402
@@ -34,6 +34,7 @@ from flowmetal.engine.runner import Execution  # noqa: E402
 from flowmetal.engine.runs import create_run  # noqa: E402
 from flowmetal.engine.worker import make_owner  # noqa: E402
 from flowmetal.store.sqlite import SqliteStore  # noqa: E402
+from common import RawCommits  # noqa: E402
 
 WORKFLOW = """
 def sh_loop(n):
@@ -61,23 +62,6 @@ class _Hello(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-def raw_commits_per_second(path, n):
-    """One INSERT per transaction, with the store's connection settings."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-    row = "x" * 200  # about the size of a small journal entry
-    start = time.perf_counter()
-    for i in range(n):
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO t (k, v) VALUES (?, ?)", (i, row))
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - start
-    conn.close()
-    return n / elapsed
 
 
 def journaled_per_second(store, function, args, n):
@@ -121,7 +105,7 @@ def main():
     url = f"http://127.0.0.1:{server.server_address[1]}/hello"
 
     with tempfile.TemporaryDirectory(prefix="flowmetal-bench-") as tmp:
-        commits = raw_commits_per_second(os.path.join(tmp, "raw.db"), opts.commits)
+        commits = 1 / RawCommits(row=(None, "x" * 200)).seconds_per_commit(opts.commits)
         store = SqliteStore(os.path.join(tmp, "flowmetal.db"))
         # Warm up: imports, parse cache, the first process spawn and connection.
         journaled_per_second(store, "sh_loop", {"n": 3}, 3)
