@@ -1,6 +1,7 @@
 """Runs from the command line: results, exit codes, failures, arguments, the journal."""
 
 import json
+import time
 
 from conftest import EXAMPLES, run_id_of
 
@@ -93,15 +94,18 @@ def test_start_then_worker_until_idle(fm):
 
 
 def test_runs_show_logs_json(fm):
-    fm.write("w.star", "def main():\n    print('line one')\n    log('line', 2)\n    return now() > 0\n")
+    fm.write("w.star", "def main():\n    print('line one')\n    log('line', 2)\n    return now()\n")
     r = fm("run", "w.star")
     run_id = run_id_of(r.stderr)
+    seen = json.loads(r.stdout)
+    assert isinstance(seen, float) and abs(seen - time.time()) < 60
     runs = json.loads(fm("runs", "--json").stdout)
     assert runs[0]["id"] == run_id and runs[0]["state"] == "completed"
     shown = json.loads(fm("show", run_id[:8], "--json").stdout)
-    assert [e["builtin"] for e in shown["journal"]] == ["now"]
+    [entry] = shown["journal"]
+    assert entry["builtin"] == "now" and entry["result"] / 1e9 == seen  # journaled as integer nanoseconds
     text = fm("show", run_id).stdout
-    assert "journal" in text and "now" in text
+    assert "journal" in text and "now" in text and repr(seen) in text  # shown as the seconds it returned
     logs = fm("logs", run_id).stdout
     assert "line one" in logs and "line 2" in logs
     assert fm("runs", "--status", "failed", "--json").stdout.strip() == "[]"

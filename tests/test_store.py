@@ -1,5 +1,6 @@
 """The SQLite store's contract: schema versions, run lookup, ownership fencing, concurrent opening."""
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -64,7 +65,7 @@ def test_only_the_owner_writes_the_journal(store):
     assert claimed["owner"] == "me" and claimed["executions"] == 1
     assert store.claim_run("other", now, now + 30, run_id="r1") is None  # lease is current
     entry = {"run_id": "r1", "seq": 1, "builtin": "now", "args": "{}", "digest": "d", "status": "completed",
-             "result": "1.0", "started_at": now, "ended_at": now}
+             "result": "1.0", "error": None, "data": None, "started_at": now, "ended_at": now}
     assert store.insert_journal(entry, "other") is False
     assert store.insert_journal(entry, "me") is True
     assert store.update_journal("r1", 1, "other", status="failed") is False
@@ -119,3 +120,69 @@ def test_a_locked_database_is_a_clear_error_and_loses_nothing(fm):
         holder.close()
     runs = fm("runs", "--json")
     assert runs.returncode == 0 and runs.stdout.count('"state": "completed"') == 1
+
+
+STAMP = """
+def main(out):
+    t = now()
+    sh("echo '%s' > %s" % (json.encode(t), out))
+    wait_signal("go")
+    return {"t": t, "later": now() >= t}
+"""
+
+# What schema version 2 wrote: the journal keyed (run_id, seq) WITHOUT ROWID, no runs.num,
+# and now() recorded as float seconds.
+TO_V2 = """
+CREATE TABLE journal_v2 (
+    run_id TEXT NOT NULL, seq INTEGER NOT NULL, builtin TEXT NOT NULL, args TEXT NOT NULL,
+    digest TEXT NOT NULL, status TEXT NOT NULL, result TEXT, error TEXT, data TEXT,
+    started_at REAL NOT NULL, ended_at REAL, reexecuted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+INSERT INTO journal_v2 SELECT run_id, seq, builtin, args, digest, status, result, error, data,
+    started_at, ended_at, reexecuted FROM journal;
+DROP TABLE journal;
+ALTER TABLE journal_v2 RENAME TO journal;
+DROP INDEX runs_num;
+ALTER TABLE runs DROP COLUMN num;
+UPDATE meta SET value = '2' WHERE key = 'schema_version';
+"""
+
+
+def test_a_run_in_flight_replays_the_same_values_after_the_schema_3_migration(fm):
+    out = fm.root / "t.json"
+    fm.write("stamp.star", STAMP)
+    run_id = fm("start", "stamp.star", "-a", f"out={out}").stdout.strip()
+    assert fm("worker", "--until-idle").returncode == 0
+    assert fm.run_row(run_id)["state"] == "waiting"
+    seen = json.loads(out.read_text())
+
+    conn = sqlite3.connect(fm.db)
+    conn.executescript(TO_V2)
+    [(seq, ns)] = conn.execute("SELECT seq, result FROM journal WHERE builtin = 'now'").fetchall()
+    conn.execute("UPDATE journal SET result = ? WHERE run_id = ? AND seq = ?", (repr(int(ns) / 1e9), run_id, seq))
+    conn.commit()
+    conn.close()
+
+    assert fm("signal", run_id, "go").returncode == 0  # opens the database: migrates it
+    r = fm("worker", "--until-idle")
+    assert r.returncode == 0, r.stderr
+    run = fm.run_row(run_id)
+    assert run["state"] == "completed", run["error"]
+    assert json.loads(run["result"]) == {"t": seen, "later": True}  # the very float it saw before
+    st = fm.store()
+    assert st.schema_version() == len(MIGRATIONS)
+    assert [e["builtin"] for e in st.journal(run_id)] == ["now", "sh", "wait_signal", "now"]
+    assert [e["seq"] for e in st.journal(run_id)] == [1, 2, 3, 4]
+    st.close()
+
+
+def test_seconds_recorded_by_schema_2_become_nanoseconds_that_divide_back_exactly():
+    import random
+
+    from flowmetal.store.sqlite import seconds_to_ns
+
+    rng = random.Random(7)
+    for _ in range(5000):
+        seconds = (time.time_ns() + rng.randint(-10**17, 10**17)) / 1e9  # what time.time() gives
+        assert seconds_to_ns(repr(seconds)) / 1e9 == seconds

@@ -7,6 +7,9 @@ class SystemClock:
     def now(self):
         return time.time()
 
+    def now_ns(self):
+        return time.time_ns()
+
     def sleep(self, seconds):
         time.sleep(seconds)
 

@@ -105,6 +105,8 @@ def show_run(run, journal, children, decode=json.loads):
             result = "error: " + (e["error"] or "")
         elif e["builtin"] == "secret":
             result = "***"
+        elif e["builtin"] == "now":  # journaled as integer nanoseconds; show the seconds the program saw
+            result = repr(int(e["result"]) / 1e9)
         else:
             result = short(decode(e["result"]) if e["result"] else None, 50)
         marks = []

@@ -35,6 +35,7 @@ Effect implementations never see the store; only this module writes the journal.
 """
 
 import json
+import math
 import os
 import random as _random
 import threading
@@ -182,7 +183,8 @@ class Gate:
 
     def effect(self, name, args):
         try:
-            validate(name, args)
+            if args:  # (now, random and uuid have none: the hot path)
+                validate(name, args)
             return getattr(self, "_" + name)(args)
         except (EffectError, OSError) as e:
             raise BuiltinError(mask(f"{name}(): {e}", self.secrets)) from None
@@ -246,10 +248,12 @@ class Gate:
         whole result), {"$parts": {field: hash}, "$value": small fields}, and
         {"$value": v} for a result that would otherwise look like one of them.
         """
-        if type(result) is float and result == result and abs(result) != float("inf"):
-            return repr(result)  # the hot path of now() and random(): what canonical() gives, faster
-        if type(result) is int or result is None:
-            return canonical(result)
+        if type(result) is int:
+            return str(result)  # the hot path of now(): what canonical() gives, faster
+        if type(result) is float and math.isfinite(result):
+            return repr(result)  # and of random()
+        if result is None:
+            return "null"
         value = mask(result, self.secrets)
         text = canonical(value)
         if len(text) <= BLOB_THRESHOLD:
@@ -323,7 +327,7 @@ class Gate:
         return value
 
     def _now(self, args):
-        return self._pure("now", args, self.clock.now)
+        return self._pure("now", args, self.clock.now_ns)
 
     def _random(self, args):
         return self._pure("random", args, _random.random)

@@ -90,7 +90,9 @@ class Store(ABC):
     def journal(self, run_id: str) -> list: ...
 
     @abstractmethod
-    def insert_journal(self, entry: dict, owner: str) -> bool: ...
+    def insert_journal(self, entry: dict, owner: str) -> bool:
+        """Append one entry, a dict with every journal column: run_id, seq, builtin, args,
+        digest, status, result, error, data, started_at, ended_at (None where unset)."""
 
     @abstractmethod
     def update_journal(self, run_id: str, seq: int, owner: str, **fields) -> bool: ...
