@@ -131,7 +131,7 @@ def main(out):
 """
 
 # What schema version 2 wrote: the journal keyed (run_id, seq) WITHOUT ROWID, no runs.num,
-# and now() recorded as float seconds.
+# now() recorded as float seconds, and no blobs.touched_at (migration 4).
 TO_V2 = """
 CREATE TABLE journal_v2 (
     run_id TEXT NOT NULL, seq INTEGER NOT NULL, builtin TEXT NOT NULL, args TEXT NOT NULL,
@@ -145,6 +145,7 @@ DROP TABLE journal;
 ALTER TABLE journal_v2 RENAME TO journal;
 DROP INDEX runs_num;
 ALTER TABLE runs DROP COLUMN num;
+ALTER TABLE blobs DROP COLUMN touched_at;
 UPDATE meta SET value = '2' WHERE key = 'schema_version';
 """
 

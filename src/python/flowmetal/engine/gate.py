@@ -263,13 +263,13 @@ class Gate:
             for key, field in value.items():
                 field_text = canonical(field)
                 if len(field_text) >= BLOB_FIELD:
-                    parts[key] = self.store.put_blob(field_text)
+                    parts[key] = self.store.put_blob(field_text, self.clock.now())
                 else:
                     small[key] = field
             doc = canonical({"$parts": parts, "$value": small})
             if len(doc) <= BLOB_THRESHOLD:
                 return doc
-        return canonical({"$blob": self.store.put_blob(text)})
+        return canonical({"$blob": self.store.put_blob(text, self.clock.now())})
 
     def _decode(self, text):
         return decode_result(self.store, text)

@@ -127,7 +127,7 @@ class Store(ABC):
 
     # --- blobs
     @abstractmethod
-    def put_blob(self, data: str) -> str: ...
+    def put_blob(self, data: str, now: float) -> str: """Store by content hash, marked written at `now`."""
 
     @abstractmethod
     def get_blob(self, digest: str) -> str: ...

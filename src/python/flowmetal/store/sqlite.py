@@ -152,7 +152,15 @@ MIGRATIONS = [
     ALTER TABLE journal_v3 RENAME TO journal;
     UPDATE journal SET result = flowmetal_seconds_to_ns(result) WHERE builtin = 'now' AND status = 'completed';
     """,
+    # 4: when a blob was last written. `prune` deletes a blob no journal entry refers to
+    # only once it has not been written for BLOB_GRACE, so a blob just written for an
+    # entry whose own commit is still to come is never taken.
+    """
+    ALTER TABLE blobs ADD COLUMN touched_at REAL NOT NULL DEFAULT 0;
+    """,
 ]
+
+BLOB_GRACE = 3600.0  # seconds
 
 
 def seconds_to_ns(text):
@@ -499,9 +507,10 @@ class SqliteStore(Store):
 
     # --- blobs ---------------------------------------------------------------
 
-    def put_blob(self, data):
+    def put_blob(self, data, now):
         digest = content_hash(data)
-        self.x("INSERT OR IGNORE INTO blobs (hash, data) VALUES (?, ?)", (digest, data))
+        self.x("INSERT INTO blobs (hash, data, touched_at) VALUES (?, ?, ?) "
+               "ON CONFLICT (hash) DO UPDATE SET touched_at = excluded.touched_at", (digest, data, now))
         return digest
 
     def get_blob(self, digest):
