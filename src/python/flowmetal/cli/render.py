@@ -266,3 +266,13 @@ def fire_preview(rows):
     """`schedule --dry-run`: one line per fire time, oldest first."""
     for r in rows:
         click.echo(f"{r['local_time']}  {r['schedule']}  {r['target']}  ({r['fire_time']})")
+
+
+def prune_text(counts, dry_run):
+    """One line: what `flowmetal prune` deleted (or would delete)."""
+    parts = [f"{counts['journal']:,} journal entries", f"{counts['logs']:,} log lines",
+             f"{counts['signals']:,} signals", f"{counts['fires']:,} schedule fires"]
+    if not dry_run:
+        parts += [f"{counts['sources']:,} source texts", f"{counts['blobs']:,} large results"]
+    verb = "would delete" if dry_run else "deleted"
+    return f"{verb} {counts['runs']:,} runs with {', '.join(parts)}"

@@ -189,3 +189,10 @@ class Store(ABC):
 
     @abstractmethod
     def get_sources(self, hashes: dict) -> dict: """{name: hash} -> {name: text}."""
+
+    # --- retention
+    @abstractmethod
+    def prune(self, before: float, now: float, dry_run=False) -> dict:
+        """Delete ended run trees older than `before`, their rows, old settled fires and
+        unreferenced sources and blobs; {"runs": n, "journal": n, "logs": n, "signals": n,
+        "fires": n, "sources": n, "blobs": n}."""
