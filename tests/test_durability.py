@@ -94,7 +94,10 @@ def test_sleep_resumes_with_remaining_time_only(fm):
     elapsed = time.time() - t0
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == "rested"
-    assert 0.5 <= elapsed < 2.2, elapsed
+    # the remaining second, plus the command's start-up; a sleep started over would take 3 s more
+    assert 0.5 <= elapsed < 2.8, elapsed
+    [entry] = fm.journal(run_id)
+    assert 0 <= entry["ended_at"] - json.loads(entry["data"])["until"] < 0.5  # woke at the original deadline
 
 
 EDITED = """
