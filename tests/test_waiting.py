@@ -244,3 +244,44 @@ def test_children_do_not_outlive_their_parent(fm):
     parent = run_id_of(r.stderr)
     children = fm.store().list_runs(parent_id=parent)
     assert [c["state"] for c in children] == ["cancelled"]
+
+
+CHILD_LOOP = """
+def counter(i = 0):
+    if i < 3:
+        continue_as_new(i = i + 1)
+    return i * 10
+
+def main():
+    return wait(spawn(counter)).value
+"""
+
+
+def test_waiting_on_a_child_that_continues_as_new_gets_its_last_runs_result(fm):
+    fm.write("loop.star", CHILD_LOOP)
+    r = fm("run", "loop.star")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == 30  # the chain's result, not the first run's null
+    incarnations = fm.store().list_runs(parent_id=run_id_of(r.stderr))
+    assert len(incarnations) == 4 and all(c["state"] == "completed" for c in incarnations)
+
+
+CHILD_LOOP_WAITS = """
+def counter(i = 0):
+    if i < 1:
+        continue_as_new(i = i + 1)
+    return wait_signal("never")
+
+def main():
+    r = wait(spawn(counter), timeout = "0.5s")
+    return r.state
+"""
+
+
+def test_a_child_that_continued_as_new_does_not_outlive_its_parent(fm):
+    fm.write("loop.star", CHILD_LOOP_WAITS)
+    r = fm("run", "loop.star")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) in ("pending", "running", "waiting")  # the current incarnation's state
+    incarnations = fm.store().list_runs(parent_id=run_id_of(r.stderr))
+    assert sorted(c["state"] for c in incarnations) == ["cancelled", "completed"]

@@ -51,7 +51,7 @@ class Hooks:
             child = self.store.get_run(h)
             if child is None or child["parent_id"] != gate.run_id:
                 raise UserError(f"wait(): {h!r} is not a child run of this run")
-            out.append(run_ops.child_result(child))
+            out.append(run_ops.child_result(run_ops.last_incarnation(self.store, child)))
         return out
 
 
@@ -145,8 +145,8 @@ class Execution:
         with store.transaction():
             new_id = run_ops.create_run(
                 store, self.clock, file=run["file"], function=run["function"], args=kwargs, texts=run["id"],
-                root_dir=run["root_dir"], root_id=run["root_id"], continued_from=run["id"],
-                schedule=run["schedule"], fire_time=run["fire_time"],
+                root_dir=run["root_dir"], parent_id=run["parent_id"], root_id=run["root_id"],
+                continued_from=run["id"], schedule=run["schedule"], fire_time=run["fire_time"],
             )
             state = self._end("completed", result="null", continued_as=new_id)
         return state

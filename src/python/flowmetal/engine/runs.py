@@ -106,6 +106,14 @@ def notify_parent(store, clock, run):
             store.update_run(parent["id"], wake_at=clock.now())
 
 
+def last_incarnation(store, run):
+    """The run that `run` continued as (continue_as_new), and so on: the one whose
+    outcome is the outcome of the chain. A handle names the chain's first run."""
+    while run["continued_as"]:
+        run = store.get_run(run["continued_as"])
+    return run
+
+
 def child_result(run):
     state = run["state"]
     value = json.loads(run["result"]) if run["result"] is not None else None

@@ -606,7 +606,8 @@ class SqliteStore(Store):
 
     # Top-level runs (no parent) that ended before ?1, with every descendant ended
     # before ?1 too. A child is deleted only with its top-level run, whose wait()
-    # may still read it; each continue_as_new incarnation is a top-level run of its own.
+    # may still read it. Each incarnation of a continue_as_new chain is a run of its own
+    # (top-level, or a child of the same parent as the first).
     _PRUNABLE = """
         WITH RECURSIVE tree(top, id, state, ended_at) AS (
             SELECT id, id, state, ended_at FROM runs
