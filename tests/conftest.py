@@ -110,6 +110,17 @@ def run_id_of(proc_stderr):
     raise AssertionError(f"no run id in: {proc_stderr!r}")
 
 
+def wait_for(condition, timeout=20, what="condition"):
+    """Poll `condition` until it returns something true, and return that."""
+    end = time.time() + timeout
+    while time.time() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def read_run_id(proc, timeout=20):
     """Read the 'run ID' line from a spawned `flowmetal run`'s stderr."""
     end = time.time() + timeout

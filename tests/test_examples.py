@@ -10,13 +10,11 @@ The standard library helpers the examples load are tested directly too.
 import hashlib
 import json
 import shutil
-import subprocess
 import tarfile
-import time
 
 import pytest
 
-from conftest import EXAMPLES, REPO, read_run_id, run_id_of
+from conftest import EXAMPLES, REPO, read_run_id, run_id_of, wait_for
 from httpstub import HTTPStub, Reply
 
 
@@ -36,15 +34,6 @@ def show(fm, run_id):
     r = fm("show", run_id, "--json")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
-
-
-def wait_until(predicate, timeout=15, what="condition"):
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # --- every example is valid ------------------------------------------------------
@@ -137,17 +126,10 @@ def test_backup_of_a_missing_directory_fails_and_notify_reports_it(fm, stub):
     assert body["text"] == line.strip()
 
 
-def _has_command(fm, command):
-    r = fm("--help")
-    return any(line.split()[:1] == [command] for line in r.stdout.splitlines())
-
-
 @pytest.mark.slow
 def test_backup_on_failure_runs_notify_under_the_scheduler(fm):
     """The whole on_failure contract, with the real `flowmetal schedule`: the example
     with its cron set to every second and a missing source; notify() must write the alert."""
-    if not _has_command(fm, "schedule"):
-        pytest.skip("flowmetal schedule is not available yet")
     text = (EXAMPLES / "backup.star").read_text()
     missing = fm.root.parent / "no-such-dir"
     for old, new in (('cron = "0 3 * * *"', 'cron = "* * * * * *"'), ('jitter = "5m"', 'jitter = "0s"'),
@@ -157,9 +139,9 @@ def test_backup_on_failure_runs_notify_under_the_scheduler(fm):
         text = text.replace(old, new)
     fm.write("backup.star", text)
     alerts = fm.root.parent / "alerts.log"
-    daemon = fm.spawn("schedule", "backup.star", env={"BACKUP_ALERT_FILE": str(alerts)})
+    fm.spawn("schedule", "backup.star", env={"BACKUP_ALERT_FILE": str(alerts)})
     try:
-        wait_until(lambda: alerts.exists() and alerts.read_text().strip(), timeout=30, what="the alert line")
+        wait_for(lambda: alerts.exists() and alerts.read_text().strip(), timeout=30, what="the alert line")
     finally:
         fm.kill_all()
     line = alerts.read_text().splitlines()[0]
@@ -226,7 +208,7 @@ def test_approval_reminds_daily_then_proceeds_when_approved(fm, stub):
     proc = fm.spawn("run", name, "-a", "request=deploy v2", "-a", f"reminder_url={stub.url('/remind')}",
                     "-a", "day=2s", "-a", f"action=echo deployed > {marker}; echo ok")
     run_id = read_run_id(proc)
-    wait_until(lambda: stub.requests_to("/remind"), what="the first reminder")
+    wait_for(lambda: stub.requests_to("/remind"), timeout=15, what="the first reminder")
     r = fm("signal", run_id, "approval", '{"approved": true, "by": "ann"}')
     assert r.returncode == 0, r.stderr
     assert proc.wait(20) == 0, proc.err()

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from conftest import read_run_id, run_id_of
+from conftest import read_run_id, run_id_of, wait_for
 from httpstub import HTTPStub, Reply, refused_url, silent_server
 
 
@@ -59,16 +59,6 @@ def _run_all(fm, *jobs, timeout=60):
 
 def _builtins(fm, run_id):
     return [e["builtin"] for e in fm.journal(run_id)]
-
-
-def _wait_for(cond, timeout=20, what="condition"):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _alive(pid):
@@ -127,7 +117,7 @@ def test_idempotency_key_is_stable_across_kill_and_resume(fm, stub):
     fm.write("pay.star", PAY)
     proc = fm.spawn("run", "pay.star", "-a", f"url={stub.url('/pay')}")
     run_id = read_run_id(proc)
-    _wait_for(lambda: stub.requests_to("/pay"), what="the first request")
+    wait_for(lambda: stub.requests_to("/pay"), what="the first request")
     _kill(proc)
     (entry,) = fm.journal(run_id)
     assert entry["builtin"] == "http" and entry["status"] == "started"  # no completion recorded
@@ -363,7 +353,7 @@ def test_sh_timeout_ends_the_command_and_its_children(fm):
     assert entry["ended_at"] - entry["started_at"] < 2.0
     for pidfile in (pid1, pid2):
         bg = int(pidfile.read_text())
-        _wait_for(lambda: not _alive(bg), timeout=1, what=f"background child {bg} to end")
+        wait_for(lambda: not _alive(bg), timeout=1, what=f"background child {bg} to end")
 
     assert checked.returncode == 1
     assert "sh() failed: timed out after 1s" in checked.stderr

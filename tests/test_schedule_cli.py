@@ -12,19 +12,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from croniter import croniter
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, wait_for
 
 UTC = timezone.utc
-
-
-def wait_for(condition, timeout=20, what="condition"):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def start_scheduler(fm, *args, env=None):
