@@ -17,7 +17,7 @@ from pathlib import Path
 
 from flowmetal.codec import content_hash
 from flowmetal.errors import StoreError, UserError
-from flowmetal.store.base import Store
+from flowmetal.store.base import ENDED, Store
 
 BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another process's lock; FLOWMETAL_BUSY_TIMEOUT overrides
 
@@ -161,6 +161,7 @@ MIGRATIONS = [
     """,
 ]
 
+_ENDED_SQL = ", ".join(f"'{state}'" for state in ENDED)  # for "state IN (...)"
 BLOB_GRACE = 3600.0  # seconds
 PRUNE_BATCH = 200  # run trees deleted per transaction, so writers wait for prune only briefly
 
@@ -568,10 +569,10 @@ class SqliteStore(Store):
 
     def ended_fires(self, limit=1000):
         return [dict(r) for r in self.x(
-            """SELECT f.schedule, f.nominal, f.run_id, r.state, r.error, r.continued_as, r.started_at, r.ended_at
+            f"""SELECT f.schedule, f.nominal, f.run_id, r.state, r.error, r.continued_as, r.started_at, r.ended_at
                FROM fires f JOIN runs r ON r.id = f.run_id
                WHERE f.action = 'started' AND f.run_state IS NULL
-                 AND r.state IN ('completed', 'failed', 'cancelled', 'timed_out')
+                 AND r.state IN ({_ENDED_SQL})
                LIMIT ?""", (limit,))]
 
     def active_schedule_runs(self, schedule):
@@ -608,16 +609,16 @@ class SqliteStore(Store):
     # before ?1 too. A child is deleted only with its top-level run, whose wait()
     # may still read it. Each incarnation of a continue_as_new chain is a run of its own
     # (top-level, or a child of the same parent as the first).
-    _PRUNABLE = """
+    _PRUNABLE = f"""
         WITH RECURSIVE tree(top, id, state, ended_at) AS (
             SELECT id, id, state, ended_at FROM runs
-             WHERE parent_id IS NULL AND state IN ('completed', 'failed', 'cancelled', 'timed_out')
+             WHERE parent_id IS NULL AND state IN ({_ENDED_SQL})
                AND ended_at < ?1
             UNION ALL
             SELECT t.top, r.id, r.state, r.ended_at FROM runs r JOIN tree t ON r.parent_id = t.id
         )
         SELECT top FROM tree GROUP BY top
-        HAVING sum(state NOT IN ('completed', 'failed', 'cancelled', 'timed_out')) = 0
+        HAVING sum(state NOT IN ({_ENDED_SQL})) = 0
            AND max(coalesce(ended_at, 1e300)) < ?1
     """
 
