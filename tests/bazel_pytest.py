@@ -1,9 +1,9 @@
-"""Run the whole pytest suite under `bazel test` (the //:pytest target).
+"""Run pytest modules under `bazel test` (the //:test_* targets, one per module).
 
 Bazel runs this file from the runfiles tree, where tests/, examples/,
 pyproject.toml and the flowmetal package sit as in the source tree. It is the
-same as `python -m pytest tests/` from the repository root, minus pytest's
-cache (the runfiles tree is not a place to write to).
+same as `python -m pytest FILE...` from the repository root (with no FILE, the
+whole of tests/), minus pytest's cache (the runfiles tree is not a place to write to).
 """
 
 import os
@@ -19,7 +19,9 @@ def main() -> int:
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(tests_dir)
     os.chdir(root)  # rootdir and pyproject.toml's [tool.pytest.ini_options]
-    args = ["-p", "no:cacheprovider", tests_dir] + sys.argv[1:]
+    files = [a for a in sys.argv[1:] if a.endswith(".py")]
+    options = [a for a in sys.argv[1:] if not a.endswith(".py")]
+    args = ["-p", "no:cacheprovider", *(files or [tests_dir]), *options]
     return int(pytest.main(args))
 
 
