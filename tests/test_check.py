@@ -97,7 +97,33 @@ def test_symlink_outside_root_is_refused(fm, tmp_path):
     fm.write("user.star", 'load("link.star", "x")\n')
     r = check(fm, "user.star")
     assert r.returncode == 2
-    assert "user.star:1:1" in r.stdout and "outside the workspace root" in r.stdout
+    # Reported at the load() that uses the link, at its label.
+    assert "user.star:1:6: error: cannot load 'link.star': link.star is a link to" in r.stdout
+    assert "outside the workspace root" in r.stdout
+    assert "link.star:1:1: error" not in r.stdout
+
+
+def test_symlink_outside_root_does_not_stop_check_of_the_rest(fm, tmp_path):
+    outside = tmp_path / "outside.star"
+    outside.write_text("x = 1\n")
+    os.symlink(outside, fm.root / "link.star")
+    fm.write("main.star", 'load("link.star", "x")\n')
+    fm.write("other.star", "def f():\n    return nope\n")
+    fm.write("fine.star", "def g():\n    return 1\n")
+    r = check(fm, ".")
+    assert r.returncode == 2
+    assert "main.star:1:6: error: cannot load 'link.star'" in r.stdout
+    assert "other.star:2:12: error: Variable `nope` not found" in r.stdout
+    assert "link.star:1:1: warning: not checked: a link to" in r.stdout
+    assert "3 file(s) checked" in r.stderr
+
+
+def test_missing_load_is_reported_at_its_label(fm):
+    fm.write("bad.star", 'x = 1\nload(\n    "//missing.star", "z")\n')
+    r = check(fm, "bad.star")
+    assert r.returncode == 2
+    assert "bad.star:3:5: error: cannot load '//missing.star': file missing.star does not exist" in r.stdout
+    assert "missing.star:1:1" not in r.stdout
 
 
 def test_duplicate_schedule_names_across_files(fm):
