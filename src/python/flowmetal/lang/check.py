@@ -159,7 +159,7 @@ def _typecheck(name, text, program):
         return [Diagnostic(name, 1, 1, f"{e} (while typechecking this file)")]
     out = []
     for e in errors:
-        d = from_starlark_error(str(e), program._read)
+        d = from_starlark_error(str(e), program._read, name)
         if "Internal error" in d.message:
             continue
         out.append(d)

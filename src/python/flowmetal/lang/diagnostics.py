@@ -36,11 +36,13 @@ def clean_message(text):
     return _OUR_PREFIX.sub("", text.strip())
 
 
-def from_starlark_error(text, read_source):
+def from_starlark_error(text, read_source, default_file="<unknown>"):
     """Turn the text of a StarlarkError into a Diagnostic at the user's location.
 
     Frames inside the prelude are skipped: an error raised by a builtin is
-    reported where the user's code called it.
+    reported where the user's code called it. An error that names no place at all
+    (some of starlark's own, such as a value it cannot convert) is put at line 1
+    of `default_file`, the file being loaded or checked.
     """
     lines = text.splitlines()
     message = ""
@@ -70,7 +72,7 @@ def from_starlark_error(text, read_source):
                     col = found.start() + 1
             loc = (file, line, col)
     if loc is None:
-        return Diagnostic("<unknown>", 1, 1, message)
+        return Diagnostic(default_file, 1, 1, message, _source_line(read_source, default_file, 1).rstrip())
     file, line, col = loc
     return Diagnostic(file, line, col, message, _source_line(read_source, file, line).rstrip())
 

@@ -256,7 +256,7 @@ class Program:
             self._fail(name, e.diagnostic)
             return None
         except sl.StarlarkError as e:
-            self._fail(name, from_starlark_error(str(e), self._read))
+            self._fail(name, from_starlark_error(str(e), self._read, name))
             return None
         except StarlarkPanic as e:
             self._fail(name, Diagnostic(name, 1, 1, f"{e} (while parsing this file)"))
@@ -283,7 +283,7 @@ class Program:
                 del self.declarations[mark:]
                 return None
             except sl.StarlarkError as e:
-                diagnostic = _at_label(from_starlark_error(str(e), self._read), text)
+                diagnostic = _at_label(from_starlark_error(str(e), self._read, name), text)
                 self._fail(name, diagnostic)
                 del self.declarations[mark:]
                 unknown = _UNKNOWN_NAME.match(diagnostic.message)

@@ -26,8 +26,8 @@ from contextlib import contextmanager
 
 from flowmetal.errors import UserError
 
-# Nesting depth a file may reach: indentation levels + open brackets + the operators,
-# attribute accesses, calls, `not`s and `lambda`s chained in one expression. At this depth
+# Nesting depth a file may reach: indentation levels + `elif`s chained to one `if` + open
+# brackets + the operators, attribute accesses, calls, `not`s and `lambda`s chained in one expression. At this depth
 # the deepest-costing shape (nested lambdas, ~5 KiB of native stack a level) needs ~1 MiB.
 MAX_DEPTH = 200
 STACK_SIZE = 64 * 1024 * 1024
@@ -65,6 +65,7 @@ def _indent_width(text, pos):
 def nesting_problem(text, limit=MAX_DEPTH):
     """(line, col, message) where `text` first nests deeper than `limit`, else None."""
     indents = [0]
+    elifs = [0]  # per indentation level: the `elif`s of the `if` open there (each nests the next)
     chains = [0]  # per open bracket (and the statement itself): operators chained at that level
     pos, at_line_start = 0, True
     n = len(text)
@@ -74,8 +75,15 @@ def nesting_problem(text, limit=MAX_DEPTH):
             if after < n and text[after] not in "#\r\n":  # a line with code: its indentation counts
                 while indents[-1] > width:
                     indents.pop()
+                    elifs.pop()
                 if width > indents[-1]:
                     indents.append(width)
+                    elifs.append(0)
+                word = re.match(r"\w*", text[after:after + 5])[0]
+                if word == "elif":
+                    elifs[-1] += 1
+                elif word != "else":
+                    elifs[-1] = 0
             at_line_start = False
         m = _TOKEN.match(text, pos)
         kind, pos = m.lastgroup, m.end()
@@ -84,9 +92,7 @@ def nesting_problem(text, limit=MAX_DEPTH):
             if len(chains) == 1:
                 chains[0] = 0
             continue
-        if kind == "open_str":
-            return None  # an unterminated string: the parser reports it, at no depth
-        grow = 0
+        grow = 0  # (an unterminated string, "open_str", is left to the parser; the scan goes on after it)
         if kind == "open":
             chains.append(0)
             grow = 1
@@ -99,11 +105,11 @@ def nesting_problem(text, limit=MAX_DEPTH):
         elif kind == "op" or kind == "name" and m.group() in _NESTING_WORDS:
             chains[-1] += 1
             grow = 1
-        if grow and len(indents) - 1 + len(chains) - 1 + sum(chains) > limit:
+        if grow and len(indents) - 1 + sum(elifs) + len(chains) - 1 + sum(chains) > limit:
             line = text.count("\n", 0, m.start()) + 1
             col = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
-            return line, col, (f"expression nested deeper than {limit} levels (indentation, brackets and "
-                               f"chained operators all count); split it into smaller expressions or functions")
+            return line, col, (f"expression nested deeper than {limit} levels (indentation, elifs, brackets "
+                               f"and chained operators all count); split it into smaller expressions or functions")
     return None
 
 
