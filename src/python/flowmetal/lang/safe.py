@@ -183,12 +183,27 @@ def native_stderr_filtered():
     `start` and `replay`); it redirects the process's fd 2, so what other threads print meanwhile
     comes out at the end. An allocation failure in Rust aborts the process (no panic): its
     message is lost with it."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
+    if not _stderr_lock.acquire(blocking=False):  # another thread is filtering: fd 2 is not ours to move
         yield
         return
+    try:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):
+            yield
+            return
+        with _filtered_into_temp(saved):
+            yield
+    finally:
+        _stderr_lock.release()
+
+
+_stderr_lock = threading.Lock()
+
+
+@contextmanager
+def _filtered_into_temp(saved):
     with tempfile.TemporaryFile() as tmp:
         os.dup2(tmp.fileno(), 2)
         try:
