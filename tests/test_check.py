@@ -357,3 +357,11 @@ def test_files_not_ending_in_star_are_refused_before_anything_is_created(tmp_pat
     assert f"{etc / 'hostname'}: not a Flowmetal file (the names of Starlark files end in .star)" in r.stderr + r.stdout
     assert "Traceback" not in r.stderr
     assert not (etc / ".flowmetal").exists() and not (tmp_path / ".flowmetal").exists()
+
+
+def test_a_long_source_line_is_shown_around_the_column(fm):
+    fm.write("p.star", DEEP["plus"])
+    r = check(fm, "p.star")
+    shown, caret = r.stdout.splitlines()[1:3]
+    assert len(shown) < 200 and shown.strip().startswith("...") and shown.endswith("...")
+    assert shown[len(caret) - 1] == "+"  # the caret is under the 201st `+`, column 406

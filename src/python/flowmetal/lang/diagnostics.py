@@ -4,6 +4,7 @@ import re
 from dataclasses import dataclass
 
 PRELUDE = "@flowmetal//builtins.star"
+MAX_SHOWN = 160  # characters of a long source line shown under a diagnostic
 
 _ARROW = re.compile(r"^\s*-->\s*(?P<file>.+?):(?P<line>\d+):(?P<col>\d+)")
 _FRAME = re.compile(r"^\s*\* (?P<file>.+?):(?P<line>\d+), in (?P<func>.+)$")
@@ -25,8 +26,14 @@ class Diagnostic:
         head = f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.message}"
         if not self.source_line:
             return head
-        caret = " " * (self.col - 1) + "^"
-        return f"{head}\n    {self.source_line}\n    {caret}"
+        line, col = self.source_line, self.col
+        if len(line) > MAX_SHOWN:  # a generated or minified line: show the part around the column
+            start = max(0, min(col - 1 - MAX_SHOWN // 2, len(line) - MAX_SHOWN))
+            shown = line[start:start + MAX_SHOWN]
+            prefix, suffix = ("..." if start else ""), ("..." if start + MAX_SHOWN < len(line) else "")
+            line, col = prefix + shown + suffix, col - start + len(prefix)
+        caret = " " * (col - 1) + "^"
+        return f"{head}\n    {line}\n    {caret}"
 
     def key(self):
         return (self.file, self.line, self.col, self.message)
