@@ -97,7 +97,33 @@ def test_symlink_outside_root_is_refused(fm, tmp_path):
     fm.write("user.star", 'load("link.star", "x")\n')
     r = check(fm, "user.star")
     assert r.returncode == 2
-    assert "user.star:1:1" in r.stdout and "outside the workspace root" in r.stdout
+    # Reported at the load() that uses the link, at its label.
+    assert "user.star:1:6: error: cannot load 'link.star': link.star is a link to" in r.stdout
+    assert "outside the workspace root" in r.stdout
+    assert "link.star:1:1: error" not in r.stdout
+
+
+def test_symlink_outside_root_does_not_stop_check_of_the_rest(fm, tmp_path):
+    outside = tmp_path / "outside.star"
+    outside.write_text("x = 1\n")
+    os.symlink(outside, fm.root / "link.star")
+    fm.write("main.star", 'load("link.star", "x")\n')
+    fm.write("other.star", "def f():\n    return nope\n")
+    fm.write("fine.star", "def g():\n    return 1\n")
+    r = check(fm, ".")
+    assert r.returncode == 2
+    assert "main.star:1:6: error: cannot load 'link.star'" in r.stdout
+    assert "other.star:2:12: error: Variable `nope` not found" in r.stdout
+    assert "link.star:1:1: warning: not checked: a link to" in r.stdout
+    assert "3 file(s) checked" in r.stderr
+
+
+def test_missing_load_is_reported_at_its_label(fm):
+    fm.write("bad.star", 'x = 1\nload(\n    "//missing.star", "z")\n')
+    r = check(fm, "bad.star")
+    assert r.returncode == 2
+    assert "bad.star:3:5: error: cannot load '//missing.star': file missing.star does not exist" in r.stdout
+    assert "missing.star:1:1" not in r.stdout
 
 
 def test_duplicate_schedule_names_across_files(fm):
@@ -175,3 +201,167 @@ def test_unknown_name_called_at_top_level_is_reported_once(fm):
     r = check(fm, "once.star")
     assert r.returncode == 2
     assert r.stdout.count("once.star:1:5") == 1, r.stdout
+
+
+# --- issue 12: deep nesting, panics, exclusions, non-.star files ----------------------------
+
+import re  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+DEEP = {  # the shapes that crashed starlark's native stack (exit 139, no output)
+    "plus": "X = " + "+".join(["1"] * 4000) + "\n",
+    "unary_minus": "X = " + "-" * 5000 + "1\n",
+    "brackets": "X = " + "[" * 5000 + "]" * 5000 + "\n",
+    "lambda": "X = " + "lambda: " * 1500 + "1\n",
+    "attribute": "X = struct(a = 1)" + ".a" * 5000 + "\n",
+    "not": "X = " + "not " * 3420 + "True\n",
+    "if_blocks": "def f():\n" + "".join("    " * (i + 1) + "if True:\n" for i in range(2000)) + "    " * 2001 + "pass\n",
+    "elif_chain": "def f(a):\n    if a == 0:\n        return 0\n" + "".join(
+        f"    elif a == {i}:\n        return {i}\n" for i in range(1, 6000)) + "    return -1\n",
+}
+NESTED = re.compile(r"^p\.star:(\d+):(\d+): error: expression nested deeper than 200 levels", re.M)
+
+
+def no_crash(r):
+    out = r.stdout + r.stderr
+    assert r.returncode not in (-11, 139, -6, 134), f"crashed: {r.returncode}"
+    assert "Traceback" not in out and "panicked at" not in out and "PanicException" not in out, out[-2000:]
+
+
+@pytest.mark.parametrize("shape", sorted(DEEP))
+def test_deep_nesting_is_a_diagnostic_in_check(fm, shape):
+    fm.write("p.star", DEEP[shape])
+    r = check(fm, "p.star")
+    no_crash(r)
+    assert r.returncode == 2
+    m = NESTED.search(r.stdout)
+    assert m, r.stdout[:500]
+    assert int(m[1]) >= 1 and int(m[2]) >= 1
+
+
+def test_deep_nesting_limit_points_at_the_token_past_it(fm):
+    fm.write("p.star", "x = 1\nY = " + "-" * 300 + "x\n")
+    r = check(fm, "p.star")
+    assert "p.star:2:205: error: expression nested deeper than 200 levels" in r.stdout  # the 201st `-`
+    fm.write("p.star", "x = 1\nY = " + "-" * 199 + "x\n")  # under the limit: fine
+    assert check(fm, "p.star").returncode == 0
+
+
+@pytest.mark.parametrize("command", ["run", "start"])
+def test_deep_nesting_is_a_diagnostic_in_run_and_start(fm, command):
+    fm.write("p.star", "def main():\n    return " + "+".join(["1"] * 4000) + "\n")
+    r = fm(command, "p.star")
+    no_crash(r)
+    assert r.returncode == 2
+    assert NESTED.search(r.stdout + r.stderr)
+
+
+def test_deep_nesting_is_a_diagnostic_in_replay(fm):
+    fm.write("p.star", "def main():\n    return 1\n")
+    run_id = fm("start", "p.star").stdout.strip()
+    fm.write("p.star", "def main():\n    return " + "lambda: " * 1500 + "1\n")
+    r = fm("replay", run_id, "--current")
+    no_crash(r)
+    assert NESTED.search(r.stdout + r.stderr), r.stdout + r.stderr
+
+
+def test_running_scheduler_survives_a_deep_file(fm):
+    fm.write("good.star", 'def job():\n    return 1\nschedule(name = "j", cron = "0 3 * * *", run = job)\n')
+    proc = fm.spawn("schedule", ".")
+    deadline = time.time() + 20
+    while "scheduler started" not in proc.err() and time.time() < deadline:
+        time.sleep(0.05)
+    fm.write("deep.star", DEEP["plus"])
+    time.sleep(3)  # it used to die about a second after such a file appeared
+    assert proc.poll() is None, (proc.returncode, proc.err()[-2000:])
+    assert "Traceback" not in proc.err() and "panicked at" not in proc.err()
+
+
+def test_typecheck_panic_is_the_unknown_name(fm):
+    # starlark's typechecker panics (typing/bindings.rs) on an unknown name: report the name
+    fm.write("p.star", "def main():\n    x.append(1)\n")
+    r = check(fm, "p.star")
+    no_crash(r)
+    assert r.returncode == 2
+    assert "p.star:2:5: error: Variable `x` not found" in r.stdout
+    assert "Starlark failed internally" not in r.stdout
+
+
+def _limited(fm, *args):
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 1024 ** 3, 2 * 1024 ** 3))
+
+    return subprocess.run([sys.executable, "-m", "flowmetal", *args], cwd=fm.root, env=fm.env, capture_output=True,
+                          text=True, timeout=60, preexec_fn=limit)
+
+
+def test_out_of_memory_panic_is_a_diagnostic(fm):
+    # Under a 2 GiB address-space limit starlark's heap panics with "out of memory" (bumpalo::oom).
+    fm.write("o.star", 'X = "x" * 1500000000\n')
+    r = _limited(fm, "check", "o.star")
+    no_crash(r)
+    assert r.returncode == 2
+    assert "o.star:1:1: error: Starlark failed internally: out of memory (while loading this file)" in r.stdout
+
+
+def test_out_of_memory_panic_while_a_run_executes_fails_the_run(fm):
+    fm.write("o.star", 'def main(n = 1500000000):\n    return len("x" * n)\n')
+    r = _limited(fm, "run", "o.star")
+    assert "Traceback" not in r.stderr and "PanicException" not in r.stderr
+    assert r.returncode == 1
+    assert "Starlark failed internally: out of memory" in r.stderr
+    run_id = next(ln.split()[1] for ln in r.stderr.splitlines() if ln.startswith("run "))
+    assert fm.run_row(run_id)["state"] == "failed"
+
+
+def test_check_passes_at_the_root_of_flowmetals_own_checkout(fm):
+    r = fm("check", ".", "--root", REPO, cwd=REPO)
+    assert "builtins.star" not in r.stdout
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert " 0 error(s)" in r.stderr
+
+
+def test_check_skips_virtualenvs_site_packages_and_ignored_paths(fm):
+    bad = "def f(:\n"
+    fm.write("main.star", "def main():\n    return 1\n")
+    fm.write("py311/pyvenv.cfg", "home = /usr/bin\n")  # a venv not named venv/.venv
+    fm.write("py311/share/x.star", bad)
+    fm.write("deps/lib/python3.11/site-packages/pkg/x.star", bad)
+    fm.write("vendor/x.star", bad)
+    fm.write("gen/x.star", bad)
+    fm.write("jobs/gen/kept.star", "K = 1\n")  # "/gen/*.star" is anchored at the root
+    fm.write("jobs/x.generated.star", bad)
+    fm.write(".flowmetalignore", "# not Flowmetal code\nvendor\n/gen/*.star\n*.generated.star\n")
+    r = check(fm, ".")
+    assert r.returncode == 0, r.stdout
+    assert "2 file(s) checked" in r.stderr
+    # A file named on the command line is checked even when a search would skip it.
+    r = check(fm, "vendor/x.star")
+    assert r.returncode == 2 and "vendor/x.star:1:7: error" in r.stdout
+
+
+@pytest.mark.parametrize("command", ["run", "start", "check"])
+def test_files_not_ending_in_star_are_refused_before_anything_is_created(tmp_path, command):
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "hostname").write_text("myhost\n")
+    env = {k: v for k, v in os.environ.items() if k != "FLOWMETAL_DB"}
+    r = subprocess.run([sys.executable, "-m", "flowmetal", command, str(etc / "hostname")], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert f"{etc / 'hostname'}: not a Flowmetal file (the names of Starlark files end in .star)" in r.stderr + r.stdout
+    assert "Traceback" not in r.stderr
+    assert not (etc / ".flowmetal").exists() and not (tmp_path / ".flowmetal").exists()
+
+
+def test_a_long_source_line_is_shown_around_the_column(fm):
+    fm.write("p.star", DEEP["plus"])
+    r = check(fm, "p.star")
+    shown, caret = r.stdout.splitlines()[1:3]
+    assert len(shown) < 200 and shown.strip().startswith("...") and shown.endswith("...")
+    assert shown[len(caret) - 1] == "+"  # the caret is under the 201st `+`, column 406

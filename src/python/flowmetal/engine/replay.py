@@ -16,6 +16,7 @@ from flowmetal.engine.runner import Hooks, error_text
 from flowmetal.errors import LoadError, UserError
 from flowmetal.lang.diagnostics import strip_prelude_frames
 from flowmetal.lang.loader import Program
+from flowmetal.lang.safe import guard
 from flowmetal.lang.workspace import DiskSources, PinnedSources
 import json
 
@@ -60,7 +61,7 @@ def replay_run(store, run, current=False):
     try:
         module = program.load(run["file"])
         program.phase = "execution"
-        module.call_with(sl.EvalOptions(max_callstack_size=500), run["function"],
+        guard(module.call_with, sl.EvalOptions(max_callstack_size=500), run["function"],  # panics: UserError
                          *(json.loads(run["posargs"]) if run.get("posargs") else []), **json.loads(run["args"]))
     except LoadError as e:
         return ReplayReport(False, "the code does not load:\n" + "\n".join(d.render() for d in e.diagnostics))

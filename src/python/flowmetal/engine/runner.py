@@ -13,6 +13,7 @@ from flowmetal.errors import LoadError, UserError
 from flowmetal.lang.diagnostics import strip_prelude_frames
 from flowmetal.ids import new_run_id
 from flowmetal.lang.loader import Program, top_level_functions
+from flowmetal.lang.safe import guard
 from flowmetal.lang.workspace import PinnedSources
 from flowmetal.store.base import ENDED
 
@@ -80,7 +81,7 @@ class Execution:
                 if not program.function_exists(run["file"], run["function"]):
                     raise UserError(f"{run['file']} has no top-level function {run['function']!r}")
                 program.phase = "execution"
-                value = module.call_with(options, run["function"], *posargs, **kwargs).value
+                value = guard(module.call_with, options, run["function"], *posargs, **kwargs).value  # panics: UserError
             finally:
                 module = None
                 program.close()

@@ -14,31 +14,41 @@ import starlark as sl
 
 from flowmetal.errors import UserError
 from flowmetal.lang.diagnostics import PRELUDE, Diagnostic, from_starlark_error
-from flowmetal.lang.loader import BUILTIN_NAMES, DIALECT, GLOBALS, Program, parse, prelude_ast, split_function_ref, \
-    top_level_functions
-from flowmetal.lang.workspace import DiskSources, LabelError, file_name
+from flowmetal.lang.loader import BUILTIN_NAMES, DIALECT, GLOBALS, Program, SourceError, parse, prelude_ast, \
+    split_function_ref, top_level_functions
+from flowmetal.lang.safe import StarlarkPanic, guard, on_big_stack
+from flowmetal.lang.workspace import DiskSources, Exclusions, LabelError, file_name, require_star
 
-SKIP_DIRS = {".git", ".flowmetal", "node_modules", "__pycache__", ".venv", "venv"}
 # Lints that point at real mistakes are errors; the rest are warnings, and
 # those starlark itself disables are not shown.
 ERROR_LINTS = {"duplicate-key", "duplicate-top-level-assign"}
 
 
-def star_files(root, paths):
-    """Every .star file under the given paths (files or directories), as workspace names."""
+def star_files(root, paths, skipped=None):
+    """Every .star file under the given paths (files or directories), as workspace names.
+
+    A file named explicitly is always taken; a directory's search skips what
+    workspace.Exclusions says, and links to files outside the root (appended to `skipped`,
+    when given: they are reported where a load() uses them)."""
     out = []
+    exclusions = Exclusions(root)
     for p in paths:
         path = Path(p)
         if not path.exists():
             raise UserError(f"{p}: no such file or directory")
         if path.is_file() or path.is_symlink() and not path.is_dir():
+            require_star(p)
             out.append(file_name(root, path))
             continue
         for dirpath, dirnames, filenames in os.walk(path):
-            dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("bazel-"))
+            dirnames[:] = sorted(d for d in dirnames if not exclusions.skip_dir(Path(dirpath) / d))
             for f in sorted(filenames):
-                if f.endswith(".star"):
-                    out.append(file_name(root, Path(dirpath) / f))
+                if f.endswith(".star") and not exclusions.skip_file(Path(dirpath) / f):
+                    try:
+                        out.append(file_name(root, Path(dirpath) / f))
+                    except LabelError:
+                        if skipped is not None:
+                            skipped.append(Path(dirpath) / f)
     return sorted(set(out))
 
 
@@ -58,15 +68,24 @@ class Report:
 
 
 def check(root, paths):
+    """Check the .star files under `paths`, on a big native stack (safe.on_big_stack)."""
+    return on_big_stack(_check, root, paths)
+
+
+def _check(root, paths):
     root = Path(root).resolve()
     report = Report()
     sources = DiskSources(root)
-    names = []
+    names, skipped = [], []
     for p in paths:
         try:
-            names.extend(star_files(root, [p]))
+            names.extend(star_files(root, [p], skipped))
         except LabelError as e:
             report.add(Diagnostic(str(p), 1, 1, str(e)))
+    for link in skipped:
+        rel = Path(os.path.relpath(link.absolute(), root)).as_posix()
+        report.add(Diagnostic(rel, 1, 1, f"not checked: a link to {link.resolve()}, outside the workspace root",
+                              severity="warning"))
     program = Program(sources, lenient=True)
     for name in sorted(set(names)):
         report.files += 1
@@ -91,11 +110,12 @@ def _static(name, text, program):
     """Lints and typecheck of one file, with the builtins and its loads visible."""
     try:
         ast = parse(name, text)
-    except sl.StarlarkError:
+        lints = guard(ast.lint)
+    except (sl.StarlarkError, SourceError, StarlarkPanic):
         return []  # already reported by loading
     out = []
     lines = text.splitlines()
-    for lint in ast.lint():
+    for lint in lints:
         severity = str(lint.severity)
         if "Disabled" in severity:
             continue
@@ -110,19 +130,21 @@ def _static(name, text, program):
 
 def _typecheck(name, text, program):
     """Typecheck with the prelude visible: a load() of it is appended at the end, so lines do not move."""
-    if name not in program.modules:
-        return []  # it failed to load: those errors are reported, and its loads may not resolve
+    if name not in program.modules or name in program.stubbed:
+        # It failed to load, or loaded only with unknown names stubbed: those errors are reported,
+        # its loads may not resolve, and starlark's typechecker panics on an unknown name.
+        return []
     used = [b for b in BUILTIN_NAMES if re.search(r"\b" + b + r"\b", text)]
     defined = set(top_level_functions(text)) | set(re.findall(r"^(\w+)\s*=", text, re.M))
     used = [b for b in used if b not in defined]
     interfaces = {}
     try:
-        _, prelude_iface, _ = prelude_ast().typecheck(GLOBALS, {})
+        _, prelude_iface, _ = guard(prelude_ast().typecheck, GLOBALS, {})
         interfaces[PRELUDE] = prelude_iface
         source = text
         if used:
             source = text.rstrip("\n") + "\n" + f"load({PRELUDE!r}, " + ", ".join(repr(u) for u in used) + ")\n"
-        ast = sl.parse(name, source, DIALECT)
+        ast = guard(sl.parse, name, source, DIALECT)
         for load in ast.loads():
             if load.module_id == PRELUDE:
                 continue
@@ -130,12 +152,14 @@ def _typecheck(name, text, program):
             if iface is None:
                 return []  # the load itself failed: reported by loading
             interfaces[load.module_id] = iface
-        errors, _, _ = ast.typecheck(GLOBALS, interfaces)
+        errors, _, _ = guard(ast.typecheck, GLOBALS, interfaces)
     except sl.StarlarkError:
         return []
+    except StarlarkPanic as e:
+        return [Diagnostic(name, 1, 1, f"{e} (while typechecking this file)")]
     out = []
     for e in errors:
-        d = from_starlark_error(str(e), program._read)
+        d = from_starlark_error(str(e), program._read, name)
         if "Internal error" in d.message:
             continue
         out.append(d)
@@ -156,14 +180,14 @@ def _interface_of(label, from_name, program, _cache={}):
     if key not in _cache:
         try:
             inner = {}
-            ast = sl.parse(target, text, DIALECT)
+            ast = guard(sl.parse, target, text, DIALECT)
             for load in ast.loads():
                 iface = _interface_of(load.module_id, target, program)
                 if iface is None:
                     return None
                 inner[load.module_id] = iface
-            _, iface, _ = ast.typecheck(GLOBALS, inner)
-        except sl.StarlarkError:
+            _, iface, _ = guard(ast.typecheck, GLOBALS, inner)
+        except (sl.StarlarkError, StarlarkPanic):
             return None
         _cache[key] = iface
     return _cache[key]

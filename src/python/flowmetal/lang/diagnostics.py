@@ -4,6 +4,7 @@ import re
 from dataclasses import dataclass
 
 PRELUDE = "@flowmetal//builtins.star"
+MAX_SHOWN = 160  # characters of a long source line shown under a diagnostic
 
 _ARROW = re.compile(r"^\s*-->\s*(?P<file>.+?):(?P<line>\d+):(?P<col>\d+)")
 _FRAME = re.compile(r"^\s*\* (?P<file>.+?):(?P<line>\d+), in (?P<func>.+)$")
@@ -25,8 +26,14 @@ class Diagnostic:
         head = f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.message}"
         if not self.source_line:
             return head
-        caret = " " * (self.col - 1) + "^"
-        return f"{head}\n    {self.source_line}\n    {caret}"
+        line, col = self.source_line, self.col
+        if len(line) > MAX_SHOWN:  # a generated or minified line: show the part around the column
+            start = max(0, min(col - 1 - MAX_SHOWN // 2, len(line) - MAX_SHOWN))
+            shown = line[start:start + MAX_SHOWN]
+            prefix, suffix = ("..." if start else ""), ("..." if start + MAX_SHOWN < len(line) else "")
+            line, col = prefix + shown + suffix, col - start + len(prefix)
+        caret = " " * (col - 1) + "^"
+        return f"{head}\n    {line}\n    {caret}"
 
     def key(self):
         return (self.file, self.line, self.col, self.message)
@@ -36,11 +43,13 @@ def clean_message(text):
     return _OUR_PREFIX.sub("", text.strip())
 
 
-def from_starlark_error(text, read_source):
+def from_starlark_error(text, read_source, default_file="<unknown>"):
     """Turn the text of a StarlarkError into a Diagnostic at the user's location.
 
     Frames inside the prelude are skipped: an error raised by a builtin is
-    reported where the user's code called it.
+    reported where the user's code called it. An error that names no place at all
+    (some of starlark's own, such as a value it cannot convert) is put at line 1
+    of `default_file`, the file being loaded or checked.
     """
     lines = text.splitlines()
     message = ""
@@ -70,7 +79,7 @@ def from_starlark_error(text, read_source):
                     col = found.start() + 1
             loc = (file, line, col)
     if loc is None:
-        return Diagnostic("<unknown>", 1, 1, message)
+        return Diagnostic(default_file, 1, 1, message, _source_line(read_source, default_file, 1).rstrip())
     file, line, col = loc
     return Diagnostic(file, line, col, message, _source_line(read_source, file, line).rstrip())
 

@@ -14,6 +14,7 @@ Every source text a program reads is kept in `texts`, so a run can pin it.
 """
 
 import re
+from ast import literal_eval as ast_literal
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,7 +24,11 @@ from flowmetal.codec import content_hash
 from flowmetal.durations import parse_duration
 from flowmetal.errors import LoadError, UserError
 from flowmetal.lang.diagnostics import PRELUDE, Diagnostic, from_starlark_error
-from flowmetal.lang.workspace import LabelError, resolve_label
+from flowmetal.lang.safe import StarlarkPanic, enlarge_thread_stacks, guard, nesting_problem, on_big_stack
+from flowmetal.lang.workspace import LabelError, require_star, resolve_label
+
+# Threads started from now on (worker pools, the scheduler's loader) get a big native stack.
+enlarge_thread_stacks()
 
 DIALECT = sl.Dialect.extended()
 GLOBALS = sl.Globals.extended_by([
@@ -50,6 +55,14 @@ class PhaseError(UserError):
     """A builtin was called in the wrong phase (an effect while loading, a declaration while executing)."""
 
 
+class SourceError(UserError):
+    """A source text refused before starlark sees it (nested too deeply); carries its diagnostic."""
+
+    def __init__(self, diagnostic):
+        super().__init__(diagnostic.render())
+        self.diagnostic = diagnostic
+
+
 class BuiltinError(UserError):
     """A builtin was given a bad argument; the message names the builtin and the argument."""
 
@@ -61,10 +74,17 @@ def prelude_ast():
 
 @lru_cache(maxsize=512)
 def _parse(name, text_hash, text):
-    return sl.parse(name, text, DIALECT)
+    problem = nesting_problem(text)
+    if problem is not None:
+        line, col, message = problem
+        lines = text.splitlines()
+        raise SourceError(Diagnostic(name, line, col, message, lines[line - 1] if line <= len(lines) else ""))
+    return guard(sl.parse, name, text, DIALECT)
 
 
 def parse(name, text):
+    """Parse user code: refused with a SourceError when nested deeper than safe.MAX_DEPTH,
+    raises StarlarkError for a syntax error, StarlarkPanic for a panic of starlark's."""
     return _parse(name, content_hash(text), text)
 
 
@@ -78,6 +98,29 @@ def split_function_ref(ref):
     if not sep:
         return None, ref
     return head + ".star", name
+
+
+_CANNOT_LOAD = re.compile(r"cannot load ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
+
+
+def _at_label(diagnostic, text):
+    """Starlark places an error of a load() at the statement; point at the label instead."""
+    m = _CANNOT_LOAD.match(diagnostic.message)
+    if not m:
+        return diagnostic
+    try:
+        label = ast_literal(m[1])
+    except ValueError:
+        return diagnostic
+    lines = text.splitlines(keepends=True)
+    start = sum(len(ln) for ln in lines[:diagnostic.line - 1]) + diagnostic.col - 1
+    found = re.compile("[\"']" + re.escape(label) + "[\"']").search(text, start)
+    if not found:
+        return diagnostic
+    line = text.count("\n", 0, found.start()) + 1
+    col = found.start() - (text.rfind("\n", 0, found.start()) + 1) + 1
+    source = text.splitlines()[line - 1]
+    return Diagnostic(diagnostic.file, line, col, diagnostic.message, source, diagnostic.severity)
 
 
 class Declaration:
@@ -104,6 +147,8 @@ class Program:
         self.diagnostics = []
         self._stack = []
         self._failed = set()
+        self.stubbed = set()  # files that loaded only with unknown names stubbed (lenient mode)
+        self._unreadable = {}  # file name -> why it cannot be read (missing, a link out of the root...)
 
     # --- host callables ---------------------------------------------------
 
@@ -174,9 +219,11 @@ class Program:
     def load(self, name):
         """Load `name` (a workspace file name) and return its frozen module.
 
-        Raises LoadError carrying every diagnostic found on the way.
+        Raises LoadError carrying every diagnostic found on the way. Runs on a thread
+        with a big native stack (safe.on_big_stack).
         """
-        module = self._load(name)
+        require_star(name)
+        module = on_big_stack(self._load, name)
         if module is None:
             raise LoadError(f"{name} failed to load", self.diagnostics)
         return module
@@ -196,13 +243,23 @@ class Program:
         try:
             text = self.sources.read(name)
         except LabelError as e:
-            self._fail(name, Diagnostic(name, 1, 1, str(e)))
+            if len(self._stack) > 1:  # loaded by another file: reported at its load() (see _load_for)
+                self._failed.add(name)
+                self._unreadable[name] = str(e)
+            else:
+                self._fail(name, Diagnostic(name, 1, 1, str(e)))
             return None
         self.texts[name] = text
         try:
             ast = parse(name, text)
+        except SourceError as e:
+            self._fail(name, e.diagnostic)
+            return None
         except sl.StarlarkError as e:
-            self._fail(name, from_starlark_error(str(e), self._read))
+            self._fail(name, from_starlark_error(str(e), self._read, name))
+            return None
+        except StarlarkPanic as e:
+            self._fail(name, Diagnostic(name, 1, 1, f"{e} (while parsing this file)"))
             return None
         stubs = []
         while True:
@@ -214,22 +271,32 @@ class Program:
             loader = sl.FileLoader(lambda label: self._load_for(name, label))
             mark = len(self.declarations)
             try:
-                sl.eval(module, prelude_ast(), GLOBALS)
+                guard(sl.eval, module, prelude_ast(), GLOBALS)
                 for host_name, builtin in DIRECT_EFFECTS.items():  # straight to the gate: the hottest builtins
                     module.add_callable(host_name, self._direct(builtin))
                 if stubs:
                     sl.eval(module, sl.parse("<stubs>", "".join(f"{n} = None\n" for n in stubs), DIALECT), GLOBALS)
-                sl.eval(module, ast, GLOBALS, loader)
+                guard(sl.eval, module, ast, GLOBALS, loader)
                 break
+            except StarlarkPanic as e:
+                self._fail(name, Diagnostic(name, 1, 1, f"{e} (while loading this file)"))
+                del self.declarations[mark:]
+                return None
             except sl.StarlarkError as e:
-                diagnostic = from_starlark_error(str(e), self._read)
+                diagnostic = _at_label(from_starlark_error(str(e), self._read, name), text)
                 self._fail(name, diagnostic)
                 del self.declarations[mark:]
                 unknown = _UNKNOWN_NAME.match(diagnostic.message)
                 if not (self.lenient and unknown and len(stubs) < 50 and unknown[1] not in stubs):
                     return None  # (its declarations were dropped above: they come from a failed file)
                 stubs.append(unknown[1])
-        frozen = module.freeze()
+        try:
+            frozen = guard(module.freeze)
+        except StarlarkPanic as e:
+            self._fail(name, Diagnostic(name, 1, 1, f"{e} (while loading this file)"))
+            return None
+        if stubs:
+            self.stubbed.add(name)
         self.modules[name] = frozen
         return frozen
 
@@ -241,6 +308,8 @@ class Program:
             raise LoadError("load cycle: " + " -> ".join(cycle))
         module = self._load(name)
         if module is None:
+            if name in self._unreadable:
+                raise LoadError(f"cannot load {label!r}: {self._unreadable[name]}")
             raise LoadError(f"cannot load {label!r}: {name} has errors (see its own messages)")
         return module
 
@@ -275,4 +344,4 @@ class Program:
             raise UserError(f"{file} has no top-level function {function!r}")
         self.phase = "execution"
         # call_with, not call: call() reserves the keyword "name" for itself.
-        return module.call_with(options or sl.EvalOptions(), function, **kwargs).value
+        return guard(module.call_with, options or sl.EvalOptions(), function, **kwargs).value

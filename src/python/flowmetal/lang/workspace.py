@@ -10,8 +10,15 @@ root, the search starts again from the file's own directory.
 
 Files are named inside Flowmetal by their path relative to the root, with `/`
 separators ("jobs/backup.star"); the standard library is "@flowmetal//NAME.star".
+Only files whose names end in `.star` are Flowmetal code.
+
+When a directory is searched for `.star` files (`flowmetal check DIR`), `Exclusions`
+decides what is skipped: version-control and tool directories, virtual environments
+(any directory holding a `pyvenv.cfg`), `site-packages` trees, Flowmetal's own package
+(its prelude and standard library), and what the root's `.flowmetalignore` lists.
 """
 
+import fnmatch
 import os
 import posixpath
 from pathlib import Path
@@ -19,6 +26,10 @@ from pathlib import Path
 from flowmetal.errors import UserError
 
 MARKER = ".flowmetal"
+IGNORE_FILE = ".flowmetalignore"
+SKIP_DIRS = {".git", ".hg", ".svn", MARKER, "node_modules", "__pycache__", ".venv", "venv", "site-packages",
+             ".tox", ".nox", ".mypy_cache", ".pytest_cache"}
+PACKAGE_DIR = Path(__file__).resolve().parent  # the prelude and the standard library: never user code
 STDLIB_PREFIX = "@flowmetal//"
 STDLIB_DIR = Path(__file__).parent / "stdlib"
 
@@ -38,8 +49,17 @@ def find_root(start=None):
     return start
 
 
+def require_star(path):
+    """Refuse a file that is not Flowmetal code (before anything is created for it)."""
+    if not str(path).endswith(".star"):
+        raise UserError(f"{path}: not a Flowmetal file (the names of Starlark files end in .star)")
+
+
 def root_for(paths, explicit_root=None):
-    """The workspace root for files named on the command line."""
+    """The workspace root for files named on the command line (a file must end in .star)."""
+    for p in paths:
+        if Path(p).is_file():
+            require_star(p)
     if explicit_root:
         root = Path(explicit_root).resolve()
         if not root.is_dir():
@@ -147,3 +167,53 @@ class PinnedSources:
             return self.sources[name]
         except KeyError:
             raise LabelError(f"{name} is not among this run's pinned sources") from None
+
+
+class Exclusions:
+    """What a search of the workspace for `.star` files skips.
+
+    `.flowmetalignore` at the root holds one pattern a line (`#` starts a comment):
+    a pattern without `/` (`build`, `*.gen.star`) matches a file or directory of that
+    name anywhere; one with `/` (`third_party/vendored`, `/tools/*.star`) matches a
+    path from the root. A matched directory is skipped with everything under it.
+    """
+
+    def __init__(self, root):
+        self.root = Path(root).resolve()
+        self.names, self.paths = [], []
+        try:
+            text = (self.root / IGNORE_FILE).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        for line in text.splitlines():
+            pattern = line.split("#", 1)[0].strip().rstrip("/")
+            if not pattern:
+                continue
+            if "/" in pattern:
+                self.paths.append(pattern.lstrip("/"))
+            else:
+                self.names.append(pattern)
+
+    def _listed(self, path):
+        name = path.name
+        if any(fnmatch.fnmatchcase(name, p) for p in self.names):
+            return True
+        try:
+            rel = path.absolute().relative_to(self.root).as_posix()
+        except ValueError:
+            return False
+        return any(fnmatch.fnmatchcase(rel, p) for p in self.paths)
+
+    def skip_dir(self, path):
+        path = Path(path)
+        if path.name in SKIP_DIRS or path.name.startswith("bazel-") or (path / "pyvenv.cfg").exists():
+            return True
+        try:
+            if path.resolve() == PACKAGE_DIR:
+                return True
+        except OSError:
+            return True
+        return self._listed(path)
+
+    def skip_file(self, path):
+        return self._listed(Path(path))
