@@ -111,6 +111,8 @@ def test_a_day_of_week_step_runs_to_seven_which_is_sunday():
     ("0 0 * * */0", "above 0"),
     ("0 0 1,,2 * *", "empty list item"),
     ("0 0 * foo *", '"foo" is not a number (names: jan'),
+    ("0 0 15W * *", "W (the weekday nearest a date) is not supported"),
+    ("0 0 1-L * *", "L is the last day of the month"),
 ])
 def test_bad_fields_name_the_field_and_the_reason(expr, reason):
     problem = check_cron(expr)

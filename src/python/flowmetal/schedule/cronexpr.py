@@ -13,7 +13,7 @@ Each field is a comma-separated list of terms:
 - Day-of-week runs 0-7, ``0`` and ``7`` both Sunday, so a step runs to 7:
   ``3/2`` is Wednesday, Friday and Sunday; ``*/2`` is 0,2,4,6.
 - Day-of-month ``L`` is the last day of the month, ``LW`` its last weekday
-  (Monday to Friday).
+  (Monday to Friday). Quartz's ``15W`` (the weekday nearest the 15th) is refused.
 - Day-of-week ``5L`` (also ``L5``, ``friL``) is the month's last Friday;
   ``5#3`` (``fri#3``) its third Friday (``#`` from 1 to 5).
 
@@ -241,6 +241,9 @@ def _term(index, term, specials):
         day = term[:-1] if upper.endswith("L") else term[1:]
         specials["dow_last"].add(_value(index, day) % 7)
         return set()
+    if index in (_DOM, _DOW) and upper.endswith("W"):
+        raise CronSyntaxError("is not acceptable: W (the weekday nearest a date) is not supported; "
+                              "LW (the month's last weekday) is")
     if "L" in upper and index in (_DOM, _DOW):
         raise CronSyntaxError("is not acceptable: L is the last day of the month in day-of-month (L, LW), "
                               "or follows a weekday in day-of-week (5L: the last Friday)")
