@@ -1,14 +1,19 @@
-"""Crontab import: the generated .star parses, keeps the commands, and fires when cron would."""
+"""Crontab import: the generated .star parses, keeps the commands, fires when cron would,
+and every line it cannot translate is reported (on stderr, counted, and with --strict exit 1)."""
 
+import os
+import shutil
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import starlark as sl
-from croniter import croniter
+from cronsim import CronSim
 
-from flowmetal.schedule.cron import fires_between, resolve_timezone
-from flowmetal.schedule.crontab import convert_crontab, split_percent
+from flowmetal.schedule.cron import MACROS, fires_between, resolve_timezone
+from flowmetal.schedule.crontab import convert_crontab, split_percent, translate_crontab
 from flowmetal.schedule.spec import validate_schedule
 
 UTC = timezone.utc
@@ -29,7 +34,7 @@ CRON_TZ=America/New_York
 GREETING="hello world"
 5 4 * * sun cat%line one%line two
 0 12 1,15 * 3 echo payday
-0 0 */2 * 1 echo odd days or mondays
+0 0 */2 * 1 echo odd days that are mondays
 61 * * * * echo broken
 garbage here
 """
@@ -116,10 +121,14 @@ def test_untranslatable_lines_become_comments(converted):
     assert "61 * * * *" not in crons and "@reboot" not in crons
 
 
-def test_vixie_day_field_quirk_is_noted(converted):
-    text, _, _ = converted
-    note_at = text.index("# NOTE: Vixie cron runs this only on days matching BOTH")
-    assert text.index("# crontab line 16: 0 0 */2 * 1") < note_at < text.index("def job_10")
+def test_day_fields_are_read_as_vixie_cron_reads_them(converted):
+    text, schedules, _ = converted
+    assert "NOTE" not in text  # nothing to warn about any more: the expression is copied and means the same
+    assert schedules[9]["cron"] == "0 0 */2 * 1"
+    start = datetime(2026, 6, 1, tzinfo=UTC)
+    fires = fires_between("0 0 */2 * 1", "America/New_York", start, start + timedelta(days=62))
+    days = [f.astimezone(resolve_timezone("America/New_York")).date() for f in fires]
+    assert days and all(d.day % 2 == 1 and d.isoweekday() == 1 for d in days)  # odd days AND Mondays
 
 
 def original_lines():
@@ -136,7 +145,7 @@ def original_lines():
     return out
 
 
-def test_fire_times_over_a_week_match_croniter_on_the_original_lines(converted):
+def test_fire_times_over_a_week_match_cronsim_on_the_original_lines(converted):
     _, schedules, _ = converted
     originals = original_lines()
     assert len(originals) == len(schedules) == 10
@@ -145,9 +154,9 @@ def test_fire_times_over_a_week_match_croniter_on_the_original_lines(converted):
     total = 0
     for (cron, zone), s in zip(originals, schedules):
         tz = resolve_timezone(zone)
-        it = croniter(cron, start.astimezone(tz))
+        it = CronSim(MACROS.get(cron, cron), start.astimezone(tz))  # an independent Vixie cron evaluator
         expected = []
-        while (f := it.get_next(datetime).astimezone(UTC)) <= end:
+        while (f := next(it).astimezone(UTC)) <= end:
             expected.append(f)
         ours = fires_between(s["cron"], s["timezone"], start, end)
         assert ours == expected, cron
@@ -199,6 +208,129 @@ def test_percent_rule(command, expected):
     assert split_percent(command) == expected
 
 
+# ----------------------------------------------------- lines that cannot be translated
+
+
+def test_every_untranslated_line_is_listed_with_its_number_and_reason():
+    result = translate_crontab(CRONTAB, "crontab")
+    assert result.jobs == 10
+    assert [(u.line, u.text) for u in result.untranslated] == [
+        (2, "MAILTO=me@example.com"), (9, "@reboot /usr/bin/start-agent"), (17, "61 * * * * echo broken"),
+        (18, "garbage here")]
+    reasons = [u.reason for u in result.untranslated]
+    assert "mailing" in reasons[0] and "@reboot runs at boot" in reasons[1]
+    assert 'minute field "61"' in reasons[2] and "expected 5 time fields" in reasons[3]
+    assert "# 4 line(s) were not translated" in result.star
+
+
+def test_an_empty_mailto_is_translated():
+    result = translate_crontab('MAILTO=""\n0 1 * * * true\n', "crontab")
+    assert result.untranslated == [] and result.jobs == 1
+
+
+@pytest.mark.parametrize("line, reason", [
+    ("@fortnightly true", "unknown macro @fortnightly"),
+    ("@daily", "a macro with no command"),
+    ("0 1 * * * %only stdin", "no command before %"),
+    ("CRON_TZ=Mars/Base", 'unknown time zone "Mars/Base"'),
+    ("0 0 31 2 * never", "never fires"),
+    ("* * *", "not a crontab line"),
+])
+def test_each_kind_of_untranslatable_line(line, reason):
+    result = translate_crontab(f"# first\n{line}\n", "crontab")
+    assert len(result.untranslated) == 1
+    assert result.untranslated[0].line == 2 and reason in result.untranslated[0].reason
+
+
+def cli(*args, input=None, cwd=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src" / "python")}
+    return subprocess.run([sys.executable, "-m", "flowmetal", "import-crontab", *map(str, args)], input=input,
+                          capture_output=True, text=True, env=env, cwd=cwd or ROOT, timeout=60)
+
+
+def test_the_command_reports_untranslated_lines_on_stderr_and_counts_them(tmp_path):
+    (tmp_path / "crontab").write_text(CRONTAB)
+    r = cli(tmp_path / "crontab", "-o", tmp_path / "out.star")
+    assert r.returncode == 0, r.stderr
+    source = tmp_path / "crontab"
+    lines = r.stderr.splitlines()
+    assert lines[:4] == [
+        f"{source}:2: not translated: Flowmetal keeps output in the run's record instead of mailing it; "
+        "use on_failure to be told of failures: MAILTO=me@example.com",
+        f"{source}:9: not translated: @reboot runs at boot, not at a time; start it from your init system: "
+        "@reboot /usr/bin/start-agent",
+        f'{source}:17: not translated: invalid cron expression: minute field "61" is not acceptable, out of range: '
+        "61 * * * * echo broken",
+        f"{source}:18: not translated: not a crontab line: expected 5 time fields and a command: garbage here",
+    ]
+    assert lines[4] == (f"wrote {tmp_path / 'out.star'}: 10 schedule(s), 4 line(s) not translated; "
+                        f"check it with: flowmetal check {tmp_path / 'out.star'}")
+    assert len(lines) == 5
+    # to stdout: the same file there, the same report on stderr
+    r2 = cli("-", input=CRONTAB)
+    assert r2.returncode == 0 and r2.stdout == (tmp_path / "out.star").read_text().replace(str(source), "stdin")
+    assert "stdin:9: not translated: @reboot" in r2.stderr
+    assert r2.stderr.splitlines()[-1] == "10 schedule(s), 4 line(s) not translated"
+
+
+def test_strict_exits_1_when_a_line_was_not_translated(tmp_path):
+    (tmp_path / "crontab").write_text(CRONTAB)
+    r = cli("--strict", tmp_path / "crontab", "-o", tmp_path / "out.star")
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[-1] == f"--strict: 4 line(s) of {tmp_path / 'crontab'} were not translated"
+    assert (tmp_path / "out.star").read_text().count("\nschedule(") == 10  # still written, to be read
+    ok = cli("--strict", "-", input="0 1 * * * true\n")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stderr == "1 schedule(s), 0 line(s) not translated\n"
+
+
+# ------------------------------------------------------------------ system crontabs
+
+SYSTEM = """SHELL=/bin/bash
+17 *\t* * *\troot    cd / && run-parts --report /etc/cron.hourly
+@daily nobody echo "as $(id -un)" %input
+*/5 * * * * www-data
+0 3 * * * bad:name echo x
+"""
+
+
+def test_a_system_crontab_runs_each_job_as_its_user():
+    result = translate_crontab(SYSTEM, "/etc/cron.d/x", system=True)
+    schedules, jobs = evaluate(result.star)
+    assert [s["cron"] for s in schedules] == ["17 * * * *", "@daily"]
+    assert jobs["job-1"] == (["runuser", "-u", "root", "--", "/bin/bash", "-c", "cd / && run-parts --report /etc/cron.hourly"],
+                             {"env": {"SHELL": "/bin/bash"}, "check": True})
+    assert jobs["job-2"][0] == ["runuser", "-u", "nobody", "--", "/bin/bash", "-c", 'echo "as $(id -un)" ']
+    assert jobs["job-2"][1]["stdin"] == "input\n"
+    assert [(u.line, u.reason) for u in result.untranslated] == [
+        (4, "a system crontab line needs a command after the user name"),
+        (5, 'a system crontab line needs a user name after the time fields, got "bad:name"')]
+    # read as a user crontab, the user would be taken for the command: the CLI picks the format by path
+    assert translate_crontab(SYSTEM, "x").untranslated == []
+
+
+@pytest.mark.parametrize("path, system", [("/etc/crontab", True), ("/etc/cron.d/backup", True),
+                                          ("/etc/cron.daily/x", False), ("/home/me/crontab", False),
+                                          ("/var/spool/cron/crontabs/me", False)])
+def test_system_crontabs_are_recognised_by_their_path(path, system):
+    from flowmetal.schedule.crontab import is_system_crontab
+
+    assert is_system_crontab(path) is system
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"), reason="runuser needs root")
+def test_a_translated_system_job_really_runs_as_its_user(tmp_path):
+    (tmp_path / ".flowmetal").mkdir()
+    (tmp_path / "sys").write_text("* * * * * nobody id -un\n")
+    r = cli("--system", tmp_path / "sys", "-o", tmp_path / "sys.star")
+    assert r.returncode == 0, r.stderr
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src" / "python")}
+    run = subprocess.run([sys.executable, "-m", "flowmetal", "run", "sys.star:job_1"], cwd=tmp_path,
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert '"stdout":"nobody\\n"' in run.stdout
+
+
 def test_example_files_are_in_sync():
     source = (ROOT / "examples/crontab/crontab").read_text()
     generated = (ROOT / "examples/crontab/crontab.star").read_text()
@@ -206,3 +338,8 @@ def test_example_files_are_in_sync():
     schedules, jobs = evaluate(generated)
     assert len(schedules) >= 7 and len(jobs) == len(schedules)
     assert len([line for line in source.splitlines() if line.strip() and not line.startswith("#")]) >= 10
+    system = (ROOT / "examples/crontab/system-crontab").read_text()
+    translation = translate_crontab(system, "examples/crontab/system-crontab", prefix="system-example", system=True)
+    assert (ROOT / "examples/crontab/system-crontab.star").read_text() == translation.star
+    assert translation.jobs == 4 and [u.line for u in translation.untranslated] == [12]
+    assert len(evaluate(translation.star)[0]) == 4

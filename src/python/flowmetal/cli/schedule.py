@@ -127,16 +127,23 @@ def _list(store, root, paths, as_json):
               help="Write the .star file here (default: stdout).")
 @click.option("--prefix", default="job", show_default=True,
               help="Schedules are named PREFIX-1, PREFIX-2, ... in the order of the crontab's jobs.")
-def import_crontab(file, output, prefix):
+@click.option("--system/--user", "system", default=None,
+              help="Read FILE as a system crontab, whose sixth field is the user a job runs as "
+                   "(default: --system for /etc/crontab and /etc/cron.d/*, else --user).")
+@click.option("--strict", is_flag=True, help="Exit 1 if any line could not be translated (the output is still written).")
+def import_crontab(file, output, prefix, system, strict):
     """Translate a crontab (FILE, or - for stdin) into a .star file of schedules.
 
     Each job becomes a function that runs the command with sh() and a
     schedule() that fires it, with cron's semantics (local time, no catch-up,
-    overlapping runs allowed); what cannot be translated is kept as a comment.
+    overlapping runs allowed). A system crontab's jobs run as their user with
+    runuser. Every line that cannot be translated (@reboot, MAILTO=address,
+    invalid lines) is printed on stderr with its line number and reason, kept
+    as a comment in the output, and counted in the summary.
     """
     import re
 
-    from flowmetal.schedule.crontab import convert_crontab
+    from flowmetal.schedule.crontab import is_system_crontab, translate_crontab
 
     if not re.match(r"^[A-Za-z0-9_.-]{1,90}$", prefix):
         raise CliError(f"--prefix {prefix!r}: use letters, digits, '_', '.', '-' (a schedule name's characters)")
@@ -150,13 +157,22 @@ def import_crontab(file, output, prefix):
         except (OSError, UnicodeDecodeError) as e:
             raise CliError(f"{file}: cannot read it: {e}") from None
         source = file
-    star = convert_crontab(text, source, prefix=prefix)
-    if output is None:
-        click.echo(star, nl=False)
-        return
-    try:
-        Path(output).write_text(star, encoding="utf-8")
-    except OSError as e:
-        raise CliError(f"{output}: cannot write it: {e.strerror}") from None
-    jobs = star.count("\nschedule(")
-    click.echo(f"wrote {output}: {jobs} schedule(s); check it with: flowmetal check {output}", err=True)
+    if system is None:
+        system = file != "-" and is_system_crontab(Path(file).resolve())
+    result = translate_crontab(text, source, prefix=prefix, system=system)
+    for item in result.untranslated:
+        click.echo(f"{source}:{item.line}: not translated: {item.reason}: {item.text}", err=True)
+    if output is not None:
+        try:
+            Path(output).write_text(result.star, encoding="utf-8")
+        except OSError as e:
+            raise CliError(f"{output}: cannot write it: {e.strerror}") from None
+    else:
+        click.echo(result.star, nl=False)
+    where = f"wrote {output}: " if output is not None else ""
+    kind = " (a system crontab: jobs run as their user with runuser)" if system else ""
+    click.echo(f"{where}{result.jobs} schedule(s), {len(result.untranslated)} line(s) not translated{kind}"
+               + (f"; check it with: flowmetal check {output}" if output is not None else ""), err=True)
+    if strict and result.untranslated:
+        click.echo(f"--strict: {len(result.untranslated)} line(s) of {source} were not translated", err=True)
+        sys.exit(1)

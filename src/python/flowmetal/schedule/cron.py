@@ -2,24 +2,25 @@
 
 Syntax (what `check_cron` accepts)
 ----------------------------------
+Vixie cron's, parsed and matched by `flowmetal.schedule.cronexpr` (its
+docstring has the details):
+
 - 5 fields: ``minute hour day-of-month month day-of-week``, with ranges,
-  steps, lists and names (``mon-fri``, ``jan``) as in cron; ``0`` and ``7``
-  are Sunday. Also croniter's ``L`` (last day) and ``#`` (nth weekday).
-- 6 fields: the sixth is **seconds** (croniter's convention,
-  ``second_at_beginning=False``): ``0 3 * * * 30`` is 03:00:30 daily and
-  ``* * * * * *`` is every second. Fields 1-5 keep their usual meaning, so
-  the hour is always the second field.
+  steps, lists and names (``mon-fri``, ``jan``); ``0`` and ``7`` are Sunday.
+  Also ``L`` and ``LW`` in day-of-month, ``5L`` (last Friday) and ``5#3``
+  (third Friday) in day-of-week.
+- 6 fields: the sixth is **seconds** (``0 3 * * * 30`` is 03:00:30 daily and
+  ``* * * * * *`` is every second). Fields 1-5 keep their usual meaning, so
+  the minute is always the first field and the hour the second.
 - Macros: ``@hourly @daily @midnight @weekly @monthly @yearly @annually``
   (any case). ``@reboot`` is not a time and is refused.
-- Refused: 7 fields (croniter's year field), Jenkins-style ``H`` and
-  croniter's random ``R`` (fire times must be the same in every process; use
-  the schedule's ``jitter`` to spread load), expressions that never fire
-  (``0 0 31 2 *``).
+- Refused: 7 fields (a year field), Jenkins-style ``H`` and random ``R``
+  (fire times must be the same in every process; use the schedule's
+  ``jitter`` to spread load), expressions that never fire (``0 0 31 2 *``).
 
-Day-of-month and day-of-week: when both are restricted a day matches if
-EITHER matches (croniter's default ``day_or=True``, as in cron). Vixie cron
-also treats a field *starting* with ``*`` (``*/2``) as unrestricted and then
-requires both; croniter does not (it ORs ``*/2`` with the weekday).
+Day-of-month and day-of-week, as Vixie cron: when either field starts with
+``*`` (``*``, ``*/4``) a day must match both; when both are restricted, a day
+matching either fires.
 
 Time zones
 ----------
@@ -28,24 +29,30 @@ A schedule's time zone is an IANA name (``zoneinfo``), ``"UTC"``, or
 else from ``/etc/localtime``, else UTC. Resolving ``"local"`` reads the
 environment; nothing here reads the clock.
 
-Daylight saving (SPEC section 5)
---------------------------------
-Fire times are computed by walking croniter over *naive local wall times*
-and mapping each wall time to real instants ourselves, so the rule does not
-depend on croniter's time zone handling:
+Daylight saving (SPEC section 5), as Vixie cron
+-----------------------------------------------
+Fire times are found by walking *naive local wall times* and mapping each
+wall time to real instants:
 
-- A job whose hour field starts with ``*`` (``*``, ``*/2``; also
-  ``@hourly``) follows real time: a wall time that occurs twice (clocks go
-  back) fires twice, a wall time that does not exist (clocks go forward)
-  does not fire. ``0 * * * *`` in Europe/Berlin fires 23 times on
-  2026-03-29 and 25 times on 2026-10-25.
-- Any other job has a fixed hour and keeps wall-clock semantics: a repeated
-  wall time fires once, at its first occurrence; a skipped wall time fires
-  once at the first valid instant after the gap (the transition itself:
-  ``30 2 * * *`` Berlin fires at 03:00+02:00 on 2026-03-29). Several skipped
-  wall times collapse into that one instant.
+- A **wildcard** job, one whose minute field or hour field starts with ``*``
+  (``*``, ``*/15``; ``@hourly`` is ``0 * * * *``), follows real time: a wall
+  time that occurs twice (clocks go back) fires twice, a wall time that does
+  not exist (clocks go forward) does not fire. ``0 * * * *`` in Europe/Berlin
+  fires 23 times on 2026-03-29 and 25 times on 2026-10-25; ``* 1 * * *`` in
+  America/New_York fires 120 times on 2026-11-01. With six fields the
+  minute and hour are still fields 1 and 2; the seconds field does not
+  count (``0 3 * * * *`` is not a wildcard job, ``* 3 * * * 0`` is).
+- Any other job has a fixed time of day and keeps wall-clock semantics: a
+  repeated wall time fires once, at its first occurrence; a skipped wall
+  time fires once at the first valid instant after the gap (the transition
+  itself: ``30 2 * * *`` Berlin fires at 03:00+02:00 on 2026-03-29). Several
+  skipped wall times collapse into that one instant, and into a fire at
+  that instant itself.
 
-All returned datetimes are aware and in UTC, ascending, without duplicates.
+This holds for any offset change, including 30-minute shifts
+(Australia/Lord_Howe) and zones at odd offsets (Pacific/Chatham,
+America/St_Johns). All returned datetimes are aware and in UTC, ascending,
+without duplicates.
 """
 
 import hashlib
@@ -56,7 +63,7 @@ from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from .cronexpr import CronSyntaxError, parse
 
 UTC = timezone.utc
 
@@ -72,17 +79,15 @@ MACROS = {
 
 _RANDOM_OR_HASH = re.compile(r"(?<![A-Za-z])[HhRr](?![A-Za-z])")
 _SECOND = timedelta(seconds=1)
-_REFERENCE = datetime(2000, 1, 1)  # fixed start for the "does it ever fire" check
 _NEVER = "it never fires (no date matches it)"
-_FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week", "second")
 
 
 # ---------------------------------------------------------------- expressions
 
 
-@lru_cache(maxsize=4096)  # validating builds a croniter; every cron function calls this
+@lru_cache(maxsize=4096)  # every cron function calls this
 def normalize_cron(expr):
-    """The expression as croniter will read it: macros expanded, spaces collapsed.
+    """The expression in its canonical text: macros expanded, spaces collapsed.
 
     Raises ValueError with a readable reason if the expression is not valid.
     """
@@ -105,27 +110,17 @@ def normalize_cron(expr):
         )
     if _RANDOM_OR_HASH.search(text):
         raise ValueError("H and R (hashed/random fields) are not supported; use jitter to spread runs")
-    reason = _croniter_error(text)
-    if reason is None:
-        return text
-    if reason == _NEVER:
-        raise ValueError(reason)
-    for i, value in enumerate(fields):  # name the first field croniter refuses on its own
-        alone = " ".join(value if j == i else "*" for j in range(len(fields)))
-        field_reason = _croniter_error(alone)
-        if field_reason is not None and field_reason != _NEVER:
-            raise ValueError(f'{_FIELD_NAMES[i]} field "{value}" {field_reason}')
-    raise ValueError(reason)
-
-
-def _croniter_error(text):
     try:
-        croniter(text, _REFERENCE).get_next(datetime)
-    except Exception as exc:  # croniter's errors carry the reason in their text
-        if type(exc).__name__ == "CroniterBadDateError":
-            return _NEVER
-        return str(exc).replace(f"[{text}] ", "").replace(f"[{text}]", "").strip() or "is not valid"
-    return None
+        parsed = parse(text)
+    except CronSyntaxError as exc:
+        raise ValueError(str(exc)) from None
+    if not parsed.ever_fires():
+        raise ValueError(_NEVER)
+    return text
+
+
+def _parsed(expr):
+    return parse(normalize_cron(expr))
 
 
 def check_cron(expr):
@@ -138,9 +133,8 @@ def check_cron(expr):
 
 
 def follows_real_time(expr):
-    """True if the hour field starts with ``*`` (or ``?``): DST follows real hours."""
-    hour = normalize_cron(expr).split(" ")[1]
-    return hour[0] in "*?"
+    """True for a wildcard job (minute or hour field starts with ``*``): DST follows real time."""
+    return _parsed(expr).real_time
 
 
 # ----------------------------------------------------------------- time zones
@@ -221,6 +215,16 @@ def _transition(lo, hi, after_offset, tz):
     return datetime.fromtimestamp(hi_s, UTC)
 
 
+def _walk(expr, wall, reverse):
+    """Matching naive wall times strictly after `wall` (ascending) or strictly
+    before it (descending, with reverse=True)."""
+    step = expr.at_or_before if reverse else expr.next_after
+    cursor = wall - _SECOND if reverse else wall
+    while (found := step(cursor)) is not None:
+        yield found
+        cursor = found - _SECOND if reverse else found
+
+
 def _offset_span(tz, at, hours):
     offsets = [datetime.fromtimestamp((at + timedelta(hours=h)).timestamp(), tz).utcoffset() for h in hours]
     return min(offsets), max(offsets)
@@ -230,9 +234,9 @@ def iter_fires(cron, tz, start, *, reverse=False):
     """Fire instants after `start` (exclusive), ascending; with reverse=True, at or
     before `start` (inclusive), descending. An endless generator (it ends only for
     an expression that stops matching). `tz` is a tzinfo or a zone name."""
-    expr = normalize_cron(cron)
+    expr = _parsed(cron)
     zone = _tz(tz)
-    real_time = expr.split(" ")[1][0] in "*?"
+    real_time = expr.real_time
     start = start.astimezone(UTC)
     here = datetime.fromtimestamp(start.timestamp(), zone).utcoffset()
     wall = (start.replace(tzinfo=None) + here).replace(microsecond=0)
@@ -244,15 +248,11 @@ def iter_fires(cron, tz, start, *, reverse=False):
     else:
         lo, _ = _offset_span(zone, start, (6, 12, 26))
         wall -= max(here - lo, timedelta(0))
-    it = croniter(expr, wall)
-    step = it.get_prev if reverse else it.get_next
+    walls = _walk(expr, wall, reverse)
     deferred = []  # second occurrences of repeated wall times, emitted after the fold
     last = None
     while True:
-        try:
-            candidate = step(datetime)
-        except Exception:  # croniter found no further match
-            candidate = None
+        candidate = next(walls, None)
         found = [] if candidate is None else _instants(candidate, zone, real_time)
         if reverse:
             found.reverse()
