@@ -11,7 +11,6 @@
 """
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ def main(n):
 
 
 def cli(b, *args, background=False):
-    env = {**os.environ, "FLOWMETAL_DB": str(b.store.path)}
+    env = b.env()
     cmd = [sys.executable, "-m", "flowmetal", *args]
     if background:
         return subprocess.Popen(cmd, env=env, cwd=b.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

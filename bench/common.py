@@ -6,6 +6,7 @@ engine's API is fixed in this one file.
 """
 
 import os
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -48,6 +49,11 @@ class Bench:
         self.store = SqliteStore(self.dir / ".flowmetal" / "bench.db", synchronous_full=sync == "full")
         self.owner = make_owner()
         self._worker = None
+
+    def close(self):
+        """Close the store and delete the workspace."""
+        self.store.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def env(self):
         """The environment a `flowmetal` CLI subprocess needs to use this bench's store."""
@@ -109,6 +115,10 @@ class Bench:
     def last_ended(self):
         """The latest ended_at of any run (seconds since the epoch), or None."""
         return self.store.x("SELECT max(ended_at) FROM runs").fetchone()[0]
+
+    def signal_pending(self, run_id, name):
+        """Whether a signal sent to the run is still unconsumed."""
+        return self.store.has_signal(run_id, name)
 
     def signal(self, run_id, name, payload="null"):
         """What `flowmetal signal` does, in-process; wakes this bench's worker if one runs."""
