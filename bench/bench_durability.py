@@ -32,7 +32,7 @@ import sys
 
 from bench_journal import NOW_LOOP, SH_LOOP
 from common import SYNC_CODES, SYNCS, Bench, RawCommits, median_range
-from dbos_baseline import INSTALL_HINT, DbosProcess, DbosUnavailable, marginal_rates
+from dbos_baseline import DbosProcess, DbosUnavailable, marginal_rates
 
 # (ratio name, target, for which settings): issue 17's acceptance
 TARGETS = {
@@ -166,7 +166,7 @@ def main():
     except DbosUnavailable as e:
         for side in sides:
             side.close()
-        print(f"bench_durability: {e}\n  ({INSTALL_HINT}; or --no-dbos)", file=sys.stderr)
+        print(f"bench_durability: {e} (or leave DBOS out: --no-dbos)", file=sys.stderr)
         return 2
     try:
         for i in range(blocks):

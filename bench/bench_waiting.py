@@ -10,13 +10,12 @@
   raw SQLite commits per second measured in the same process.
 """
 
-import json
 import statistics
 import subprocess
 import sys
 import time
 
-from common import Bench, raw_commits_per_second
+from common import Bench, journaled_now_seconds, raw_commits_per_second
 
 SIGNALS = """
 def main(n):
@@ -56,7 +55,7 @@ def signal_latency(b, n=50):
             while True:
                 j = b.store.journal(run)
                 if len(j) >= expected_seq:
-                    effect_at = json.loads(j[expected_seq - 1]["result"])
+                    effect_at = journaled_now_seconds(j[expected_seq - 1])
                     latencies.append(effect_at - sent)
                     sent_at = b.store.signals(run)[i]["sent_at"]
                     committed.append(effect_at - sent_at)

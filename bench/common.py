@@ -5,6 +5,7 @@ script needs rarely are behind a function, imported when called), so a change of
 engine's API is fixed in this one file.
 """
 
+import json
 import os
 import shutil
 import sqlite3
@@ -189,6 +190,12 @@ def raw_commits_per_second(seconds=1.0, row=("now", "1795914454.59"), sync="norm
         spent += raw.seconds_per_commit(200) * 200
         n += 200
     return n / spent
+
+
+def journaled_now_seconds(entry):
+    """The time a journaled now() returned, in seconds, from its journal entry (the journal
+    holds integer nanoseconds; the prelude's now() divides them)."""
+    return json.loads(entry["result"]) / 1e9
 
 
 def median_range(values):
