@@ -18,23 +18,12 @@ without the journal (so the journal's share of the cost can be read off).
 
 import argparse
 import os
-import sys
 import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src" / "python"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from flowmetal.clock import SYSTEM  # noqa: E402
-from flowmetal.engine.effects import EffectContext, http, sh  # noqa: E402
-from flowmetal.engine.runner import Execution  # noqa: E402
-from flowmetal.engine.runs import create_run  # noqa: E402
-from flowmetal.engine.worker import make_owner  # noqa: E402
-from flowmetal.store.sqlite import SqliteStore  # noqa: E402
-from common import RawCommits  # noqa: E402
+from common import RawCommits, SqliteStore, effect_modules, execute_claimed, new_run_in
 
 WORKFLOW = """
 def sh_loop(n):
@@ -66,14 +55,8 @@ class _Hello(BaseHTTPRequestHandler):
 
 def journaled_per_second(store, function, args, n):
     """Execute one run of `function` (which performs n effects) in-process; effects per second."""
-    run_id = create_run(store, SYSTEM, file="bench.star", function=function, args=args,
-                        texts={"bench.star": WORKFLOW})
-    owner = make_owner()
-    now = SYSTEM.now()
-    run = store.claim_run(owner, now, now + 3600, run_id=run_id)
-    start = time.perf_counter()
-    state = Execution(store, run, owner, SYSTEM).execute()
-    elapsed = time.perf_counter() - start
+    run_id = new_run_in(store, "bench.star", function, args, {"bench.star": WORKFLOW})
+    state, elapsed = execute_claimed(store, run_id)
     if state != "completed":
         raise SystemExit(f"bench run {run_id} ended {state}: {store.get_run(run_id)['error']}")
     entries = len(store.journal(run_id))
@@ -84,6 +67,7 @@ def journaled_per_second(store, function, args, n):
 
 def bare_per_second(module, args, n):
     """The same effect performed directly, without the gate and the journal."""
+    EffectContext, _ = effect_modules()
     ctx = EffectContext(run_id="bench", seq=1)
     start = time.perf_counter()
     for _ in range(n):
@@ -112,8 +96,9 @@ def main():
         journaled_per_second(store, "http_loop", {"url": url, "n": 3}, 3)
         sh_rate = journaled_per_second(store, "sh_loop", {"n": opts.sh}, opts.sh)
         http_rate = journaled_per_second(store, "http_loop", {"url": url, "n": opts.http}, opts.http)
-        sh_bare = bare_per_second(sh, {"cmd": "true"}, opts.sh)
-        http_bare = bare_per_second(http, {"url": url}, opts.http)
+        _, modules = effect_modules()
+        sh_bare = bare_per_second(modules["sh"], {"cmd": "true"}, opts.sh)
+        http_bare = bare_per_second(modules["http"], {"url": url}, opts.http)
         store.close()
     server.shutdown()
 

@@ -23,16 +23,12 @@ Reported:
 
 import argparse
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src" / "python"))
-
-from flowmetal.schedule.daemon import Daemon  # noqa: E402
-from flowmetal.store.sqlite import SqliteStore  # noqa: E402
+from common import SqliteStore, daemon_class
 
 
 def workspace(n_schedules, n_fast, n_files):
@@ -97,7 +93,7 @@ def main():
         if kind == "fire":
             fires.append((f["fire_time"], f["created_at"], time.time()))
 
-    daemon = Daemon(store, root, [root], emit=emit)
+    daemon = daemon_class()(store, root, [root], emit=emit)
     t0 = time.perf_counter()
     daemon.reload()
     load = time.perf_counter() - t0

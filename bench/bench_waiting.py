@@ -10,14 +10,12 @@
   raw SQLite commits per second measured in the same process.
 """
 
-import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 
-from common import Bench, raw_commits_per_second
+from common import Bench, journaled_now_seconds, raw_commits_per_second
 
 SIGNALS = """
 def main(n):
@@ -36,7 +34,7 @@ def main(n):
 
 
 def cli(b, *args, background=False):
-    env = {**os.environ, "FLOWMETAL_DB": str(b.store.path)}
+    env = b.env()
     cmd = [sys.executable, "-m", "flowmetal", *args]
     if background:
         return subprocess.Popen(cmd, env=env, cwd=b.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -57,7 +55,7 @@ def signal_latency(b, n=50):
             while True:
                 j = b.store.journal(run)
                 if len(j) >= expected_seq:
-                    effect_at = json.loads(j[expected_seq - 1]["result"])
+                    effect_at = journaled_now_seconds(j[expected_seq - 1])
                     latencies.append(effect_at - sent)
                     sent_at = b.store.signals(run)[i]["sent_at"]
                     committed.append(effect_at - sent_at)
