@@ -14,7 +14,11 @@ import pytest
 
 from flowmetal.engine import runs as run_ops
 from flowmetal.lang.check import check
-from flowmetal.schedule.daemon import Daemon, Scheduler, Workspace, iso_utc, preview
+from flowmetal.lang.discovery import Workspace
+from flowmetal.schedule.daemon import Daemon
+from flowmetal.schedule.entry import iso_utc
+from flowmetal.schedule.scheduler import Scheduler
+from flowmetal.schedule.views import preview
 from flowmetal.store.sqlite import SqliteStore
 
 UTC = timezone.utc

@@ -81,7 +81,7 @@ def schedule_command(paths, concurrency, list_, as_json, once, dry_run, from_, t
 
 
 def _loaded(root, paths):
-    from flowmetal.schedule.daemon import Workspace
+    from flowmetal.lang.discovery import Workspace
 
     loaded = Workspace(root, paths).load()
     for diagnostics in loaded.broken.values():
@@ -92,7 +92,7 @@ def _loaded(root, paths):
 
 def _dry_run(root, paths, from_, to, as_json):
     from flowmetal.cli import render
-    from flowmetal.schedule.daemon import preview
+    from flowmetal.schedule.views import preview
 
     start = parse_when(from_, "--from") if from_ else SYSTEM.now()
     end = parse_when(to, "--to") if to else start + timedelta(days=1).total_seconds()
@@ -110,7 +110,7 @@ def _dry_run(root, paths, from_, to, as_json):
 
 def _list(store, root, paths, as_json):
     from flowmetal.cli import render
-    from flowmetal.schedule.daemon import listing
+    from flowmetal.schedule.views import listing
 
     loaded = _loaded(root, paths)
     rows = listing(store, loaded.specs, SYSTEM.now())
