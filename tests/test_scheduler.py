@@ -494,3 +494,66 @@ def test_preview_lists_fire_times_in_the_window():
     assert [r["local_time"] for r in rows] == ["2026-03-28T02:30:00+01:00", "2026-03-29T03:00:00+02:00",
                                                "2026-03-30T02:30:00+02:00"]
     assert rows[1]["fire_time"] == "2026-03-29T01:00:00Z"
+
+
+@pytest.mark.parametrize("bad,where", [
+    ('load("//missing.star", "x")\n', "bad.star:1:"),  # a load of a file that does not exist
+    ("def f(:\n", "bad.star:1:7"),  # a parse error
+    ('load("//missing.star", "x")\n' + sched("bad", "0 * * * *") + "\n", "bad.star:1:"),
+])
+def test_a_file_that_fails_to_load_is_reported_and_skipped(tmp_path, bad, where):
+    w = World(tmp_path, sched("job", "0 * * * *"))
+    (w.root / "bad.star").write_text(bad)
+    loaded = Workspace(w.root, [w.root]).load()
+    assert [s.name for s in loaded.specs] == ["job"]
+    assert list(loaded.broken) == ["bad.star"]
+    rendered = "\n".join(d.render() for d in loaded.broken["bad.star"])
+    assert where in rendered, rendered
+    d = Daemon(w.store, w.root, [w.root])
+    d.reload(T0 - 1)
+    assert set(d.scheduler.entries) == {"job"}
+    assert len(d.scheduler.tick(T0 + HOUR)) == 1
+
+
+def test_a_broken_load_keeps_the_files_last_good_schedules_across_a_restart(tmp_path):
+    w = World(tmp_path, sched("job", "0 * * * *"))
+    (w.root / "other.star").write_text(JOBS + "\n" + sched("other", "30 * * * *") + "\n")
+    Daemon(w.store, w.root, [w.root]).reload(T0 - 1)
+    (w.root / "other.star").write_text('load("//gone.star", "x")\n' + JOBS + "\n" + sched("other", "30 * * * *") + "\n")
+    events = []
+    d = Daemon(SqliteStore(w.db), w.root, [w.root], emit=lambda kind, **f: events.append((kind, f)))
+    d.reload(T0)
+    assert set(d.scheduler.entries) == {"job", "other"}
+    [(kind, err)] = [e for e in events if e[0] == "load_error"]
+    assert err["file"] == "other.star" and err["kept"] == ["other"] and "other.star:1:" in err["message"]
+    assert "gone.star" in err["message"]
+    assert [w.store.get_run(r)["schedule"] for r in d.scheduler.tick(T0)] == ["job"]
+    created = d.scheduler.tick(T0 + 1800)  # the broken file's schedule fires with its last good code
+    assert [w.store.get_run(r)["schedule"] for r in created] == ["other"]
+    assert "gone.star" not in w.store.pinned_sources(created[0])["other.star"]
+
+
+def test_a_file_read_as_empty_mid_write_keeps_its_schedules(tmp_path):
+    """`printf ... > jobs.star` truncates first: a load in between reads an empty file."""
+    w = World(tmp_path, sched("job", "0 * * * *"))
+    events = []
+    d = Daemon(w.store, w.root, [w.root], emit=lambda kind, **f: events.append((kind, f)))
+    d.reload(T0 - 1)
+    (w.root / "jobs.star").write_text("")
+    changes = d.reload(T0)
+    assert changes["removed"] == [] and set(d.scheduler.entries) == {"job"}
+    row = w.store.get_schedule("job")
+    assert row["removed_at"] is None and row["since"] == T0 - 1  # not reset: no fire is lost
+    assert [f["file"] for k, f in events if k == "load_error"] == ["jobs.star"]
+    assert len(d.scheduler.tick(T0 + HOUR)) == 1
+    # after a restart, still kept (from the database), until the file declares something again
+    d2 = Daemon(SqliteStore(w.db), w.root, [w.root])
+    d2.reload(T0 + HOUR + 1)
+    assert set(d2.scheduler.entries) == {"job"}
+    w.write(sched("job", "0 * * * *"))
+    d2.reload(T0 + HOUR + 2)
+    assert w.store.get_schedule("job")["since"] == T0 - 1
+    # deleting the file is how its schedules are removed
+    (w.root / "jobs.star").unlink()
+    (w.root / "keep.star").write_text("X = 1\n")
+    assert d2.reload(T0 + HOUR + 3)["removed"] == ["job"]

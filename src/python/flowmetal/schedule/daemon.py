@@ -16,9 +16,11 @@ A change is loaded once the files have not changed for `SETTLE` seconds, so a
 file caught part way through a rewrite is usually not read at all; if it is,
 the rules above keep its schedules and the finished file is loaded next.
 
-Events are emitted in the order they happened to a run: a run's `fire` line
-comes before the worker's `start` line for it (the tick and its events
-happen under one lock the worker's events wait for).
+Events are emitted in the order they happened to a run, once each: a run's
+`fire` line comes before the worker's `start` line for it (the tick and its
+events happen under one lock the worker's events wait for), and a run that
+waits (sleep, signal, children) is not reported as ended when it suspends nor
+started again when it resumes: one `start`, one `end` with its final state.
 """
 
 import signal
@@ -55,6 +57,7 @@ class Daemon:
         self.worker = None
         self.interrupted = set()  # runs this process stopped part way (resumable)
         self._order = threading.Lock()  # held while ticking: a run's fire is emitted before its start
+        self._suspended = set()  # runs of ours waiting after a start: no second start or end line
 
     # --- loading ---------------------------------------------------------------
 
@@ -72,9 +75,10 @@ class Daemon:
         unchanged = isinstance(before, tuple) and all(isinstance(e, tuple) for e in before) and \
             set(before) <= set(after) and {e[0] for e in set(after) - set(before)} <= loaded.deps
         self.signature = after if unchanged else before
-        self._report(loaded)
-        return self.scheduler.reconcile(loaded.specs, now, texts=loaded.texts, scope=self.workspace.in_scope,
-                                        keep_files=loaded.kept)
+        changes = self.scheduler.reconcile(loaded.specs, now, texts=loaded.texts, scope=self.workspace.in_scope,
+                                           keep_files=loaded.kept)
+        self._report(loaded)  # after reconciling: what a broken file kept is known (after a restart, too)
+        return changes
 
     def _start_reload(self):
         """Load in a thread (a big workspace takes seconds to check); the loop keeps firing meanwhile."""
@@ -154,9 +158,16 @@ class Daemon:
         fields = {"schedule": name, "fire_time": run.get("fire_time"), "run_id": run["id"],
                   "target": f"{run['file']}:{run['function']}", "timezone": entry.spec.timezone if entry else "UTC"}
         if kind == "start":
-            with self._order:  # a tick that created this run emits its fire first
-                self.emit("start", **fields)
+            if run["id"] in self._suspended:  # resumed after a wait: it started once, it ends once
+                self._suspended.discard(run["id"])
+            else:
+                with self._order:  # a tick that created this run emits its fire first
+                    self.emit("start", **fields)
         elif kind == "end":
+            if detail == "waiting":  # suspended (sleep, signal, children): not an end
+                self._suspended.add(run["id"])
+                self.wake.set()
+                return
             if detail == "interrupted":
                 self.interrupted.add(run["id"])
             began = run.get("started_at") or self.clock.now()

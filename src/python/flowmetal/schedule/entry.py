@@ -1,8 +1,10 @@
-"""What the scheduler's parts share: a schedule it fires (`Entry`), time formats, the tick clock.
+"""What the scheduler's parts share: a schedule it fires (`Entry`), time formats, the tick clock,
+and how a schedules row says it is paused.
 
 Nothing here reads the wall clock or the database.
 """
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -41,6 +43,22 @@ class FixedClock:
 
     def now(self):
         return self._now
+
+
+def is_paused(row):
+    """Is this schedules row paused (`flowmetal schedule pause`)?
+
+    The row's `enabled` column is what the scheduler obeys; reconciling sets it
+    from the file's `enabled`. A row that is not removed, whose stored spec is
+    enabled but whose column says 0, was paused from the command line, and
+    stays so until `resume` (an edit of the file does not resume it).
+    """
+    if row is None or row["removed_at"] is not None or row["enabled"]:
+        return False
+    try:
+        return bool(json.loads(row["spec"]).get("enabled", True))
+    except (TypeError, ValueError, AttributeError):
+        return False
 
 
 def split_target(ref):

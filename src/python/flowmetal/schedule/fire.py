@@ -27,7 +27,7 @@ fire supersedes a fire still waiting that way.
 from flowmetal.engine import runs as run_ops
 from flowmetal.errors import UserError
 from flowmetal.schedule.cron import stable_jitter
-from flowmetal.schedule.entry import R_SUPERSEDED, FixedClock, dt, split_target
+from flowmetal.schedule.entry import R_SUPERSEDED, FixedClock, dt, is_paused, split_target
 from flowmetal.schedule.planner import (
     BUFFER, CANCEL_THEN_START, MISS, ON_TIME_GRACE, OVERLAP_SKIP_REASON, SKIP, overlap_decision, plan_fires,
 )
@@ -74,7 +74,7 @@ class Firing:
         spec, store = entry.spec, self.store
         since, last = row["since"], row["last_fire"]
         plan = plan_fires(spec, None if last is None else dt(last), dt(since), dt(now),
-                          grace=ON_TIME_GRACE + (spec.jitter or 0.0))
+                          grace=ON_TIME_GRACE + (spec.jitter or 0.0), paused=is_paused(row))
         new_last, deferred = last, None
         for f in plan:
             nominal = f.nominal.timestamp()
@@ -152,6 +152,40 @@ class Firing:
         for fire in self.store.buffered_fires(name):
             if fire["nominal"] < nominal:
                 self.store.update_fire(name, fire["nominal"], action="skipped", reason=R_SUPERSEDED, recorded_at=now)
+
+    def start_manual(self, entry, nominal, reason, now, existing=None):
+        """Record a fire started by hand (trigger, backfill) at `nominal` and create its run,
+        in one transaction, whatever the overlap policy; emits its events after the commit.
+
+        existing: the fire row already recorded for that time, if any. A missed or
+        skipped fire is started (its reason says what it was); a summary row (several
+        missed fires) keeps covering the rest from the next fire time on. Any other
+        fire (started, buffered) is left as it is. Returns (run id or None, why not).
+        """
+        store, name = self.store, entry.spec.name
+        events, created = [], []
+        with store.transaction():
+            if existing is None:
+                if not store.insert_fire({"schedule": name, "nominal": nominal, "action": "started", "reason": reason,
+                                          "recorded_at": now, "start_at": nominal}):
+                    return None, "a fire at that time is already recorded"
+            elif existing["action"] in ("missed", "skipped"):
+                reason = f"{reason} (was {existing['action']}: {existing['reason']})"
+                store.update_fire(name, nominal, action="started", reason=reason, through=None, recorded_at=now)
+                through = existing["through"]
+                if through is not None:  # the summary's other fires stay recorded as missed
+                    nxt = self._next.after(entry.spec, nominal)
+                    if nxt is not None and nxt <= through:
+                        store.insert_fire({"schedule": name, "nominal": nxt, "action": existing["action"],
+                                           "reason": existing["reason"], "recorded_at": existing["recorded_at"],
+                                           "through": None if nxt == through else through})
+            else:
+                return None, f"already {existing['action']}" + (f" as run {existing['run_id']}" if existing["run_id"] else "")
+            run_id = self._create(entry, nominal, reason, now, events, created)
+        self._flush(events)
+        if run_id is None:
+            return None, next((f["reason"] for kind, f in events if kind == "skip"), "no run was created")
+        return run_id, None
 
     def _create(self, entry, nominal, reason, now, events, created):
         """Create the run of a fire whose row exists (in the caller's transaction)."""

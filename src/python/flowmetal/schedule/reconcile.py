@@ -10,13 +10,15 @@
   keeps its last good schedules: those in memory, or after a restart those
   stored in the database with the hashes of their source texts. So does a
   file read as empty (flowmetal.lang.discovery: part way through a rewrite).
+- A schedule paused from the command line (flowmetal.schedule.commands) stays
+  paused when its file is edited; a removed and re-added one does not.
 """
 
 import json
 
 from flowmetal.codec import canonical
 from flowmetal.errors import FlowmetalError
-from flowmetal.schedule.entry import Entry
+from flowmetal.schedule.entry import Entry, is_paused
 from flowmetal.schedule.spec import ScheduleSpec
 
 
@@ -90,9 +92,10 @@ class Reconciler:
             })
             changes["added"].append(spec.name)
         elif row["fingerprint"] != entry.fingerprint or row["removed_at"] is not None:
+            paused = is_paused(row) and spec.enabled  # an edit does not resume a paused schedule
             store.update_schedule(spec.name, spec=spec_json, fingerprint=entry.fingerprint, since=now,
-                                  enabled=int(spec.enabled), file=spec.file, line=spec.line, sources=hashes,
-                                  removed_at=None, updated_at=now)
+                                  enabled=int(spec.enabled and not paused), file=spec.file, line=spec.line,
+                                  sources=hashes, removed_at=None, updated_at=now)
             changes["changed"].append(spec.name)
             if not spec.enabled:
                 self._drop_buffered(spec.name, "schedule disabled", now)

@@ -3,7 +3,7 @@
 import json
 
 from flowmetal.schedule.cron import iter_fires, next_fires, stable_jitter
-from flowmetal.schedule.entry import dt, iso_local, iso_utc
+from flowmetal.schedule.entry import dt, is_paused, iso_local, iso_utc
 from flowmetal.schedule.spec import ScheduleSpec
 
 
@@ -30,11 +30,14 @@ def preview(specs, start, end, limit=100_000):
     return out
 
 
-def listing(store, specs, now, count=3, recent=10):
-    """One dict per schedule (declared in `specs` or stored): its settings, next
-    `count` fire times, last fire and its outcome, how many fires were started,
-    skipped, missed or are buffered, and its `recent` newest fire records."""
+def listing(store, specs, now, count=3, recent=10, scope=None):
+    """One dict per schedule (declared in `specs`, or stored for a file `scope(file)`
+    accepts: default every file): its settings, status (new, active, paused, disabled,
+    not loaded, removed), next `count` fire times, last fire and its outcome, how many
+    fires were started, skipped, missed or are buffered, and its `recent` newest fire records."""
     rows = {r["name"]: r for r in store.schedules()}
+    declared_names = {s.name for s in specs}
+    rows = {n: r for n, r in rows.items() if n in declared_names or scope is None or scope(r["file"])}
     counts = store.fire_counts()
     declared = {s.name: s for s in specs}
     out = []
@@ -54,6 +57,8 @@ def listing(store, specs, now, count=3, recent=10):
             status = "not loaded"
         else:
             status = "active" if spec.enabled else "disabled"
+        if is_paused(row):
+            status = "paused"
         nxt = []
         if status in ("active", "new", "not loaded") and spec.enabled:
             after = now
