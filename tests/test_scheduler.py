@@ -557,3 +557,113 @@ def test_a_file_read_as_empty_mid_write_keeps_its_schedules(tmp_path):
     (w.root / "jobs.star").unlink()
     (w.root / "keep.star").write_text("X = 1\n")
     assert d2.reload(T0 + HOUR + 3)["removed"] == ["job"]
+
+
+# ------------------------------------------- pause, resume, trigger, backfill
+
+
+def test_pause_records_fires_as_paused_survives_an_edit_and_resume_catches_nothing_up(tmp_path):
+    from flowmetal.schedule.commands import pause_schedule, resume_schedule
+
+    w = World(tmp_path, sched("hourly", "0 * * * *", catchup="all"))
+    s = w.scheduler()
+    s.reconcile(w.specs(), T0 - 1)
+    assert pause_schedule(w.store, "hourly", T0 - 1)["changed"] is True
+    assert pause_schedule(w.store, "hourly", T0 - 1)["changed"] is False
+    assert s.tick(T0) == [] and s.tick(T0 + HOUR) == []
+    assert tally(w.fires("hourly")) == {("missed", "paused"): 2}
+    w.write(sched("hourly", "30 * * * *", catchup="all"))  # an edit (new cron) does not resume it
+    s.reconcile(w.specs(), T0 + HOUR + 1)
+    assert s.tick(T0 + HOUR + 1800) == []
+    assert tally(w.fires("hourly"))[("missed", "paused")] == 3
+    # down for three hours while paused, then resumed: nothing is caught up, the next fire starts
+    r = resume_schedule(w.store, "hourly", T0 + 5 * HOUR)
+    assert r["changed"] is True and r["status"] == "active"
+    s2 = w.scheduler(SqliteStore(w.db))
+    s2.reconcile(w.specs(), T0 + 5 * HOUR)
+    assert s2.tick(T0 + 5 * HOUR + 1) == []
+    assert len(s2.tick(T0 + 5 * HOUR + 1800)) == 1
+    assert tally(w.fires("hourly"))[("started", None)] == 1
+
+
+def test_pause_drops_buffered_fires_and_refuses_a_schedule_disabled_in_its_file(tmp_path):
+    from flowmetal.errors import UserError
+    from flowmetal.schedule.commands import pause_schedule
+
+    w = World(tmp_path, sched("b", "0 * * * *", overlap="buffer_one") + "\n" + sched("off", "0 * * * *", enabled=False))
+    s = w.scheduler()
+    s.reconcile(w.specs(), T0 - 1)
+    [first] = s.tick(T0)
+    w.running(first)
+    s.tick(T0 + HOUR)
+    assert [f["action"] for f in w.fires("b")] == ["started", "buffered"]
+    pause_schedule(w.store, "b", T0 + HOUR + 1)
+    assert [(f["action"], f["reason"]) for f in w.fires("b")][1] == ("skipped", "schedule paused")
+    with pytest.raises(UserError, match="disabled in jobs.star:.*nothing to pause"):
+        pause_schedule(w.store, "off", T0)
+    with pytest.raises(UserError, match="no schedule named 'nope'"):
+        pause_schedule(w.store, "nope", T0)
+
+
+def test_trigger_starts_a_manual_fire_even_when_paused_and_its_outcome_is_followed(tmp_path):
+    from flowmetal.schedule.commands import pause_schedule, trigger_schedule
+
+    w = World(tmp_path, sched("n", "0 0 1 1 *", on_failure="notify") .replace('on_failure = "notify"', "on_failure = notify"))
+    s = w.scheduler()
+    s.reconcile(w.specs(), T0)
+    pause_schedule(w.store, "n", T0)
+    r = trigger_schedule(w.store, w.root, "n", T0 + 10)
+    run = w.store.get_run(r["run_id"])
+    assert run["schedule"] == "n" and run["fire_time"] == T0 + 10 and run["state"] == "pending"
+    assert r["fire_time"] == "2026-05-01T00:00:10Z"
+    [fire] = w.fires("n")
+    assert (fire["action"], fire["reason"], fire["run_id"]) == ("started", "manual", r["run_id"])
+    assert "def job" in w.store.pinned_sources(r["run_id"])["jobs.star"]
+    w.end(r["run_id"], T0 + 11, state="failed", error="boom")
+    created = s.tick(T0 + 12, fire=False)  # its failure starts on_failure like a scheduled fire's
+    assert len(created) == 1 and json.loads(w.store.get_run(created[0])["args"])["run_id"] == r["run_id"]
+
+
+def test_backfill_starts_each_fire_time_in_the_range_once(tmp_path):
+    from flowmetal.errors import UserError
+    from flowmetal.schedule.commands import backfill_schedule
+
+    w = World(tmp_path, sched("h", "0 * * * *", catchup="none"))
+    s = w.scheduler()
+    s.reconcile(w.specs(), T0 - 1)
+    [on_time] = s.tick(T0)
+    s.tick(T0 + 3 * HOUR + 1800)  # 1h, 2h, 3h missed (catchup none)
+    assert tally(w.fires("h")) == {("started", None): 1, ("missed", "catchup=none"): 3}
+    now = T0 + 4 * HOUR
+    dry = backfill_schedule(w.store, w.root, "h", T0 - 2 * HOUR, T0 + 3 * HOUR, now, dry_run=True)
+    assert [r["action"] for r in dry] == ["would start", "would start", "left", "would start", "would start"]
+    assert len(w.runs()) == 1  # a dry run writes nothing
+    rows = backfill_schedule(w.store, w.root, "h", T0 - 2 * HOUR, T0 + 3 * HOUR, now)
+    assert [r["action"] for r in rows] == ["started", "started", "left", "started", "started"]
+    assert rows[2]["run_id"] == on_time
+    assert rows[3]["reason"] is None and "was missed: catchup=none" in w.fires("h")[3]["reason"]
+    assert sorted(r["fire_time"] for r in w.runs()) == [T0 + k * HOUR for k in (-2, -1, 0, 1, 2)]
+    again = backfill_schedule(w.store, w.root, "h", T0 - 2 * HOUR, T0 + 3 * HOUR, now)
+    assert {r["action"] for r in again} == {"left"} and len(w.runs()) == 5  # never twice
+    with pytest.raises(UserError, match="in the future"):
+        backfill_schedule(w.store, w.root, "h", T0, now + HOUR, now)
+    with pytest.raises(UserError, match="later than --from"):
+        backfill_schedule(w.store, w.root, "h", T0, T0, now)
+
+
+def test_backfill_inside_a_summary_of_missed_fires_keeps_the_rest_recorded(tmp_path):
+    from flowmetal.schedule.commands import backfill_schedule
+
+    w = World(tmp_path, sched("m", "* * * * *", catchup="none"))
+    s = w.scheduler()
+    s.reconcile(w.specs(), T0 - 1)
+    s.tick(T0 + 2000 * 60 + 30)  # 2001 fire times missed: more than are listed one by one
+    before = tally(w.fires("m"))
+    summary = [f for f in w.fires("m") if f["through"] is not None]
+    assert len(summary) == 1
+    first = summary[0]["nominal"]
+    rows = backfill_schedule(w.store, w.root, "m", first, first + 180, T0 + 2001 * 60)
+    assert [r["action"] for r in rows] == ["started"] * 3
+    fires = {f["nominal"]: f for f in w.fires("m")}
+    assert fires[first + 180]["action"] == "missed" and fires[first + 180]["through"] == summary[0]["through"]
+    assert sum(before.values()) + 3 == len(fires)

@@ -62,9 +62,16 @@ class PathsOrCommands(click.Group):
         return ["[PATH]... [OPTIONS]", "|", "COMMAND [ARGS]..."]
 
 
+class _Paths(click.Argument):
+    """The bare form's PATHs: shown by the group's own usage line, never in its subcommands'."""
+
+    def get_usage_pieces(self, ctx):
+        return []
+
+
 @cli.group("schedule", cls=PathsOrCommands, invoke_without_command=True,
            context_settings={"allow_interspersed_args": True})
-@click.argument("paths", nargs=-1, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path(), cls=_Paths)
 @click.option("--concurrency", default=4, show_default=True, help="Runs executed at once.")
 @click.option("--list", "list_", is_flag=True,
               help="Print each schedule under the PATHs: status, next fire times, last fire and its outcome, "
