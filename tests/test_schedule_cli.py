@@ -313,3 +313,221 @@ def test_import_crontab_round_trip(fm):
     assert len(expected) == 9
     assert {k: v for k, v in expected.items() if v} == got
     assert sum(map(len, got.values())) > 300  # the */10 business-hours job alone fires 270 times
+
+
+# ------------------------------------------- files that fail to load (issue 12 item 3)
+
+BROKEN = {
+    "missing-load": ('load("//missing.star", "x")\n', "bad.star:1:"),
+    "parse-error": ("def f(:\n", "bad.star:1:7: error: Parse error"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_list_dry_run_and_once_report_a_broken_file_and_go_on(fm, kind):
+    text, where = BROKEN[kind]
+    fm.write("tick.star", TICK)
+    fm.write("bad.star", text)
+    r = fm("schedule", "--list")
+    assert r.returncode == 2, r.stderr  # a file failed to load: reported, listing complete
+    assert where in r.stderr and "internal error" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert re.search(r"tick +new ", r.stdout), r.stdout
+    r = fm("schedule", "--dry-run", "--to", "3s")
+    assert r.returncode == 2 and where in r.stderr and "internal error" not in r.stderr, r.stderr
+    assert len([line for line in r.stdout.splitlines() if " tick " in line]) in (2, 3, 4), r.stdout
+    r = fm("schedule", "--once", ".")
+    assert r.returncode == 0, r.stderr
+    assert where in r.stderr and "scheduler started: 1 schedule(s)" in r.stderr, r.stderr
+
+
+def test_dry_run_takes_durations_like_prune(fm):
+    fm.write("nightly.star", 'def job():\n    return 1\n\nschedule(name = "nightly", cron = "30 2 * * *", run = job)\n')
+    r = fm("schedule", "--dry-run", "--to", "7d")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 7 and "7 fire(s) of 1 schedule(s)" in r.stderr
+    r = fm("schedule", "--dry-run", "--from", "2026-03-01", "--to", "2d", "--json")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)) == 2  # a duration after --from
+
+
+def test_list_of_a_path_shows_only_the_schedules_under_it(fm):
+    fm.write("a/one.star", 'def job():\n    return 1\n\nschedule(name = "one", cron = "0 0 1 1 *", run = job)\n')
+    fm.write("b/two.star", 'def job():\n    return 1\n\nschedule(name = "two", cron = "0 0 1 1 *", run = job)\n')
+    assert fm("schedule", "--once", ".").returncode == 0  # both are stored now
+    names = lambda *paths: [s["name"] for s in json.loads(fm("schedule", "--list", "--json", *paths).stdout)]
+    assert names() == ["one", "two"]
+    assert names("a") == ["one"]
+    assert names("b/two.star") == ["two"]
+    assert names("a", "--json") == ["one"]  # options may follow the paths
+
+
+@pytest.mark.slow
+def test_the_daemon_starts_with_a_broken_file_and_keeps_its_last_good_schedules_across_a_restart(fm):
+    fm.write("tick.star", TICK)
+    other = fm.write("other.star", TICK.replace('"tick"', '"other"'))
+    proc = start_scheduler(fm, ".")
+    wait_for(lambda: scheduled_runs(fm, "other"), timeout=5, what="a run of other")
+    other.write_text('load("//missing.star", "x")\n' + TICK.replace('"tick"', '"other"'))  # breaks it
+    wait_for(lambda: "other.star has errors" in proc.err(), timeout=5, what="the load error")
+    time.sleep(0.5)
+    assert stop(proc) == 0, proc.err()
+    err = proc.err()
+    assert "other.star:1:" in err and "missing.star" in err and "TypeError" not in err, err
+    assert "keeping its last good schedules: other" in err
+    # a restart while the file is still broken: every schedule fires, the broken file's with its last good code
+    restarted = time.time()
+    proc = start_scheduler(fm, ".")
+    assert "scheduler started: 2 schedule(s)" in proc.err()
+    wait_for(lambda: [r for r in scheduled_runs(fm, "other") if r["fire_time"] > restarted + 0.5], timeout=5,
+             what="other firing after the restart")
+    wait_for(lambda: [r for r in scheduled_runs(fm, "tick") if r["fire_time"] > restarted + 0.5], timeout=5,
+             what="tick firing after the restart")
+    assert stop(proc) == 0, proc.err()
+    assert "other.star:1:" in proc.err() and "internal error" not in proc.err()
+
+
+@pytest.mark.slow
+def test_a_file_rewritten_in_place_slowly_keeps_its_schedules(fm):
+    """`printf ... > jobs.star` truncates, then writes: a load may see it empty or half written."""
+    path = fm.write("jobs.star", EDITABLE.format(cron="* * * * * *"))
+    proc = start_scheduler(fm, ".")
+    text = EDITABLE.format(cron="* * * * * *")
+    for cut in (0, len(text) // 2, 0):  # empty, then half of it, then empty again, each for 1.5 s
+        with open(path, "w") as f:
+            f.write(text[:cut])
+            f.flush()
+            time.sleep(1.5)
+            f.write(text[cut:])
+        time.sleep(1.2)
+    assert stop(proc) == 0, proc.err()
+    err = proc.err()
+    assert "removed schedule" not in err and "changed schedule" not in err, err
+    st = fm.store()
+    try:
+        row = st.get_schedule("job")
+        assert row["removed_at"] is None and row["enabled"] == 1
+    finally:
+        st.close()
+    assert "jobs.star:1:1: warning: the file is empty" in err, err
+
+
+# ------------------------------------------- what the daemon prints (issue 12 item 15)
+
+SLEEPY = """
+def nap():
+    sleep("1200ms")
+    return 1
+
+def quick():
+    return 2
+
+schedule(name = "nap", cron = "* * * * * *", run = nap, overlap = "allow")
+schedule(name = "quick", cron = "* * * * * *", run = quick, overlap = "allow")
+"""
+
+
+@pytest.mark.slow
+def test_each_run_prints_fire_then_one_start_then_one_end(fm):
+    fm.write("sleepy.star", SLEEPY)
+    proc = start_scheduler(fm, ".")
+    time.sleep(5)
+    assert stop(proc) == 0, proc.err()
+    lines = proc.err().splitlines()
+    by_run = {}
+    for i, line in enumerate(lines):
+        m = re.search(r" (fire|start|end) +(nap|quick) .* run (\w+)", line)
+        if m:
+            by_run.setdefault(m.group(3), []).append(m.group(1))
+    assert len(by_run) >= 6, lines
+    ended = 0
+    for run_id, kinds in by_run.items():
+        assert kinds[0] == "fire" and kinds.count("fire") == 1, (run_id, kinds)
+        assert kinds.count("start") <= 1 and kinds.count("end") <= 1, (run_id, kinds)
+        assert kinds == ["fire", "start", "end"][:len(kinds)], (run_id, kinds)
+        ended += kinds == ["fire", "start", "end"]
+    assert ended >= 4
+    assert not re.search(r" end .* waiting in ", proc.err())
+
+
+# ------------------------------------------- commands on one schedule (issue 12 item 21)
+
+MINUTELY = """
+def job():
+    return 1
+
+schedule(name = "m", cron = "* * * * *", run = job)
+"""
+
+
+def test_pause_resume_trigger_and_backfill_from_the_command_line(fm):
+    fm.write("m.star", MINUTELY)
+    r = fm("schedule", "pause", "m")
+    assert r.returncode == 2 and "no schedule named 'm'" in r.stderr, r.stderr  # not loaded yet
+    assert fm("schedule", "--once").returncode == 0  # loads it (the bare form still works)
+    r = fm("schedule", "pause", "m")
+    assert r.returncode == 0 and "paused schedule m (m.star:5)" in r.stdout, r.stderr
+    listed = lambda: json.loads(fm("schedule", ".", "--list", "--json").stdout)[0]
+    assert listed()["status"] == "paused" and listed()["next"] == []
+    assert "m  " in fm("schedule", "--list").stdout and "paused" in fm("schedule", "--list").stdout
+    r = fm("schedule", "trigger", "m", "--json")
+    assert r.returncode == 0, r.stderr
+    trig = json.loads(r.stdout)
+    row = fm.run_row(trig["run_id"])
+    assert row["schedule"] == "m" and row["state"] == "pending"
+    assert listed()["last_fire"]["reason"] == "manual" and listed()["counts"]["started"] == 1
+    r = fm("schedule", "resume", "m")
+    assert r.returncode == 0 and "resumed schedule m" in r.stdout and listed()["status"] == "active"
+    assert "is not paused (active)" in fm("schedule", "resume", "m").stdout
+    start = datetime.fromtimestamp((time.time() // 60 - 5) * 60, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    r = fm("schedule", "backfill", "m", "--from", start, "--to", "3m", "--dry-run")
+    assert r.returncode == 0 and r.stdout.count("would start") == 3, r.stdout + r.stderr
+    r = fm("schedule", "backfill", "m", "--from", start, "--to", "3m")
+    assert r.returncode == 0 and r.stdout.count(" started run ") == 3, r.stdout + r.stderr
+    assert "started 3 of 3 fire time(s) of m" in r.stderr
+    r = fm("schedule", "backfill", "m", "--from", start, "--to", "3m")
+    assert r.stdout.count(" left ") == 3 and "started 0 of 3" in r.stderr
+    st = fm.store()
+    try:
+        reasons = sorted(f["reason"] for f in st.fires("m"))
+    finally:
+        st.close()
+    assert reasons == ["backfill", "backfill", "backfill", "manual"]
+    assert listed()["counts"]["started"] == 4
+    r = fm("schedule", "backfill", "m", "--from", start, "--to", "1d")
+    assert r.returncode == 2 and "is in the future" in r.stderr
+
+
+@pytest.mark.slow
+def test_a_running_scheduler_executes_a_triggered_run_at_once_and_sees_a_pause(fm):
+    fm.write("m.star", MINUTELY.replace('"* * * * *"', '"0 0 1 1 *"').replace("run = job)", "run = job)\n"
+             + 'schedule(name = "s", cron = "* * * * * *", run = job, overlap = "allow")\n'))
+    proc = start_scheduler(fm, ".")
+    asked = time.time()
+    r = fm("schedule", "trigger", "m", "--json")
+    assert r.returncode == 0, r.stderr
+    run_id = json.loads(r.stdout)["run_id"]
+    done = fm.wait_state(run_id, "completed", timeout=10)
+    assert done["started_at"] - asked < 3.0
+    assert fm("schedule", "pause", "s").returncode == 0
+    paused = time.time()
+    time.sleep(2.5)
+    assert stop(proc) == 0, proc.err()
+    assert re.search(r" start +m .* run " + run_id, proc.err()), proc.err()
+    assert not [r for r in scheduled_runs(fm, "s") if r["fire_time"] > paused + 0.5]
+    st = fm.store()
+    try:
+        assert [f["reason"] for f in st.fires("s", limit=2)] == ["paused", "paused"]
+    finally:
+        st.close()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["pause"], "Missing argument 'NAME'"),
+    (["backfill", "m", "--to", "1d"], "Missing option '--from'"),
+    (["trigger", "m", "--list"], "No such option '--list'"),
+    (["backfill", "m", "--from", "soon", "--to", "1d"], "expected an ISO date"),
+])
+def test_schedule_command_usage_errors_exit_2(fm, args, message):
+    fm.write("m.star", MINUTELY)
+    r = fm("schedule", *args)
+    assert r.returncode == 2 and message in r.stderr, r.stderr

@@ -14,7 +14,11 @@ import pytest
 
 from flowmetal.engine import runs as run_ops
 from flowmetal.lang.check import check
-from flowmetal.schedule.daemon import Daemon, Scheduler, Workspace, iso_utc, preview
+from flowmetal.lang.discovery import Workspace
+from flowmetal.schedule.daemon import Daemon
+from flowmetal.schedule.entry import iso_utc
+from flowmetal.schedule.scheduler import Scheduler
+from flowmetal.schedule.views import preview
 from flowmetal.store.sqlite import SqliteStore
 
 UTC = timezone.utc
@@ -490,3 +494,176 @@ def test_preview_lists_fire_times_in_the_window():
     assert [r["local_time"] for r in rows] == ["2026-03-28T02:30:00+01:00", "2026-03-29T03:00:00+02:00",
                                                "2026-03-30T02:30:00+02:00"]
     assert rows[1]["fire_time"] == "2026-03-29T01:00:00Z"
+
+
+@pytest.mark.parametrize("bad,where", [
+    ('load("//missing.star", "x")\n', "bad.star:1:"),  # a load of a file that does not exist
+    ("def f(:\n", "bad.star:1:7"),  # a parse error
+    ('load("//missing.star", "x")\n' + sched("bad", "0 * * * *") + "\n", "bad.star:1:"),
+])
+def test_a_file_that_fails_to_load_is_reported_and_skipped(tmp_path, bad, where):
+    w = World(tmp_path, sched("job", "0 * * * *"))
+    (w.root / "bad.star").write_text(bad)
+    loaded = Workspace(w.root, [w.root]).load()
+    assert [s.name for s in loaded.specs] == ["job"]
+    assert list(loaded.broken) == ["bad.star"]
+    rendered = "\n".join(d.render() for d in loaded.broken["bad.star"])
+    assert where in rendered, rendered
+    d = Daemon(w.store, w.root, [w.root])
+    d.reload(T0 - 1)
+    assert set(d.scheduler.entries) == {"job"}
+    assert len(d.scheduler.tick(T0 + HOUR)) == 1
+
+
+def test_a_broken_load_keeps_the_files_last_good_schedules_across_a_restart(tmp_path):
+    w = World(tmp_path, sched("job", "0 * * * *"))
+    (w.root / "other.star").write_text(JOBS + "\n" + sched("other", "30 * * * *") + "\n")
+    Daemon(w.store, w.root, [w.root]).reload(T0 - 1)
+    (w.root / "other.star").write_text('load("//gone.star", "x")\n' + JOBS + "\n" + sched("other", "30 * * * *") + "\n")
+    events = []
+    d = Daemon(SqliteStore(w.db), w.root, [w.root], emit=lambda kind, **f: events.append((kind, f)))
+    d.reload(T0)
+    assert set(d.scheduler.entries) == {"job", "other"}
+    [(kind, err)] = [e for e in events if e[0] == "load_error"]
+    assert err["file"] == "other.star" and err["kept"] == ["other"] and "other.star:1:" in err["message"]
+    assert "gone.star" in err["message"]
+    assert [w.store.get_run(r)["schedule"] for r in d.scheduler.tick(T0)] == ["job"]
+    created = d.scheduler.tick(T0 + 1800)  # the broken file's schedule fires with its last good code
+    assert [w.store.get_run(r)["schedule"] for r in created] == ["other"]
+    assert "gone.star" not in w.store.pinned_sources(created[0])["other.star"]
+
+
+def test_a_file_read_as_empty_mid_write_keeps_its_schedules(tmp_path):
+    """`printf ... > jobs.star` truncates first: a load in between reads an empty file."""
+    w = World(tmp_path, sched("job", "0 * * * *"))
+    events = []
+    d = Daemon(w.store, w.root, [w.root], emit=lambda kind, **f: events.append((kind, f)))
+    d.reload(T0 - 1)
+    (w.root / "jobs.star").write_text("")
+    changes = d.reload(T0)
+    assert changes["removed"] == [] and set(d.scheduler.entries) == {"job"}
+    row = w.store.get_schedule("job")
+    assert row["removed_at"] is None and row["since"] == T0 - 1  # not reset: no fire is lost
+    assert [f["file"] for k, f in events if k == "load_error"] == ["jobs.star"]
+    assert len(d.scheduler.tick(T0 + HOUR)) == 1
+    # after a restart, still kept (from the database), until the file declares something again
+    d2 = Daemon(SqliteStore(w.db), w.root, [w.root])
+    d2.reload(T0 + HOUR + 1)
+    assert set(d2.scheduler.entries) == {"job"}
+    w.write(sched("job", "0 * * * *"))
+    d2.reload(T0 + HOUR + 2)
+    assert w.store.get_schedule("job")["since"] == T0 - 1
+    # deleting the file is how its schedules are removed
+    (w.root / "jobs.star").unlink()
+    (w.root / "keep.star").write_text("X = 1\n")
+    assert d2.reload(T0 + HOUR + 3)["removed"] == ["job"]
+
+
+# ------------------------------------------- pause, resume, trigger, backfill
+
+
+def test_pause_records_fires_as_paused_survives_an_edit_and_resume_catches_nothing_up(tmp_path):
+    from flowmetal.schedule.commands import pause_schedule, resume_schedule
+
+    w = World(tmp_path, sched("hourly", "0 * * * *", catchup="all"))
+    s = w.scheduler()
+    s.reconcile(w.specs(), T0 - 1)
+    assert pause_schedule(w.store, "hourly", T0 - 1)["changed"] is True
+    assert pause_schedule(w.store, "hourly", T0 - 1)["changed"] is False
+    assert s.tick(T0) == [] and s.tick(T0 + HOUR) == []
+    assert tally(w.fires("hourly")) == {("missed", "paused"): 2}
+    w.write(sched("hourly", "30 * * * *", catchup="all"))  # an edit (new cron) does not resume it
+    s.reconcile(w.specs(), T0 + HOUR + 1)
+    assert s.tick(T0 + HOUR + 1800) == []
+    assert tally(w.fires("hourly"))[("missed", "paused")] == 3
+    # down for three hours while paused, then resumed: nothing is caught up, the next fire starts
+    r = resume_schedule(w.store, "hourly", T0 + 5 * HOUR)
+    assert r["changed"] is True and r["status"] == "active"
+    s2 = w.scheduler(SqliteStore(w.db))
+    s2.reconcile(w.specs(), T0 + 5 * HOUR)
+    assert s2.tick(T0 + 5 * HOUR + 1) == []
+    assert len(s2.tick(T0 + 5 * HOUR + 1800)) == 1
+    assert tally(w.fires("hourly"))[("started", None)] == 1
+
+
+def test_pause_drops_buffered_fires_and_refuses_a_schedule_disabled_in_its_file(tmp_path):
+    from flowmetal.errors import UserError
+    from flowmetal.schedule.commands import pause_schedule
+
+    w = World(tmp_path, sched("b", "0 * * * *", overlap="buffer_one") + "\n" + sched("off", "0 * * * *", enabled=False))
+    s = w.scheduler()
+    s.reconcile(w.specs(), T0 - 1)
+    [first] = s.tick(T0)
+    w.running(first)
+    s.tick(T0 + HOUR)
+    assert [f["action"] for f in w.fires("b")] == ["started", "buffered"]
+    pause_schedule(w.store, "b", T0 + HOUR + 1)
+    assert [(f["action"], f["reason"]) for f in w.fires("b")][1] == ("skipped", "schedule paused")
+    with pytest.raises(UserError, match="disabled in jobs.star:.*nothing to pause"):
+        pause_schedule(w.store, "off", T0)
+    with pytest.raises(UserError, match="no schedule named 'nope'"):
+        pause_schedule(w.store, "nope", T0)
+
+
+def test_trigger_starts_a_manual_fire_even_when_paused_and_its_outcome_is_followed(tmp_path):
+    from flowmetal.schedule.commands import pause_schedule, trigger_schedule
+
+    w = World(tmp_path, sched("n", "0 0 1 1 *", on_failure="notify") .replace('on_failure = "notify"', "on_failure = notify"))
+    s = w.scheduler()
+    s.reconcile(w.specs(), T0)
+    pause_schedule(w.store, "n", T0)
+    r = trigger_schedule(w.store, w.root, "n", T0 + 10)
+    run = w.store.get_run(r["run_id"])
+    assert run["schedule"] == "n" and run["fire_time"] == T0 + 10 and run["state"] == "pending"
+    assert r["fire_time"] == "2026-05-01T00:00:10Z"
+    [fire] = w.fires("n")
+    assert (fire["action"], fire["reason"], fire["run_id"]) == ("started", "manual", r["run_id"])
+    assert "def job" in w.store.pinned_sources(r["run_id"])["jobs.star"]
+    w.end(r["run_id"], T0 + 11, state="failed", error="boom")
+    created = s.tick(T0 + 12, fire=False)  # its failure starts on_failure like a scheduled fire's
+    assert len(created) == 1 and json.loads(w.store.get_run(created[0])["args"])["run_id"] == r["run_id"]
+
+
+def test_backfill_starts_each_fire_time_in_the_range_once(tmp_path):
+    from flowmetal.errors import UserError
+    from flowmetal.schedule.commands import backfill_schedule
+
+    w = World(tmp_path, sched("h", "0 * * * *", catchup="none"))
+    s = w.scheduler()
+    s.reconcile(w.specs(), T0 - 1)
+    [on_time] = s.tick(T0)
+    s.tick(T0 + 3 * HOUR + 1800)  # 1h, 2h, 3h missed (catchup none)
+    assert tally(w.fires("h")) == {("started", None): 1, ("missed", "catchup=none"): 3}
+    now = T0 + 4 * HOUR
+    dry = backfill_schedule(w.store, w.root, "h", T0 - 2 * HOUR, T0 + 3 * HOUR, now, dry_run=True)
+    assert [r["action"] for r in dry] == ["would start", "would start", "left", "would start", "would start"]
+    assert len(w.runs()) == 1  # a dry run writes nothing
+    rows = backfill_schedule(w.store, w.root, "h", T0 - 2 * HOUR, T0 + 3 * HOUR, now)
+    assert [r["action"] for r in rows] == ["started", "started", "left", "started", "started"]
+    assert rows[2]["run_id"] == on_time
+    assert rows[3]["reason"] is None and "was missed: catchup=none" in w.fires("h")[3]["reason"]
+    assert sorted(r["fire_time"] for r in w.runs()) == [T0 + k * HOUR for k in (-2, -1, 0, 1, 2)]
+    again = backfill_schedule(w.store, w.root, "h", T0 - 2 * HOUR, T0 + 3 * HOUR, now)
+    assert {r["action"] for r in again} == {"left"} and len(w.runs()) == 5  # never twice
+    with pytest.raises(UserError, match="in the future"):
+        backfill_schedule(w.store, w.root, "h", T0, now + HOUR, now)
+    with pytest.raises(UserError, match="later than --from"):
+        backfill_schedule(w.store, w.root, "h", T0, T0, now)
+
+
+def test_backfill_inside_a_summary_of_missed_fires_keeps_the_rest_recorded(tmp_path):
+    from flowmetal.schedule.commands import backfill_schedule
+
+    w = World(tmp_path, sched("m", "* * * * *", catchup="none"))
+    s = w.scheduler()
+    s.reconcile(w.specs(), T0 - 1)
+    s.tick(T0 + 2000 * 60 + 30)  # 2001 fire times missed: more than are listed one by one
+    before = tally(w.fires("m"))
+    summary = [f for f in w.fires("m") if f["through"] is not None]
+    assert len(summary) == 1
+    first = summary[0]["nominal"]
+    rows = backfill_schedule(w.store, w.root, "m", first, first + 180, T0 + 2001 * 60)
+    assert [r["action"] for r in rows] == ["started"] * 3
+    fires = {f["nominal"]: f for f in w.fires("m")}
+    assert fires[first + 180]["action"] == "missed" and fires[first + 180]["through"] == summary[0]["through"]
+    assert sum(before.values()) + 3 == len(fires)

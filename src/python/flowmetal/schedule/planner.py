@@ -24,7 +24,8 @@ Decisions (SPEC section 5 is silent on these):
     set; the bound is inclusive) is "outside the catch-up window", whatever
     its rank.
 - A disabled schedule starts nothing: each candidate is a miss "disabled"
-  (the daemon records it, so `--list` shows why nothing ran).
+  (the daemon records it, so `--list` shows why nothing ran). A paused one
+  (`flowmetal schedule pause`, ``paused=True``) likewise, as "paused".
 - Bounded work: at most `list_limit` (default 1000, raised to
   max_catchup + 1 for "all") candidates are listed one by one, the newest
   ones; anything older is summarised as one `Fire` per reason with
@@ -55,6 +56,7 @@ LIST_LIMIT = 1000
 START, MISS = "start", "miss"
 CATCH_UP = "catch-up"
 R_DISABLED = "disabled"
+R_PAUSED = "paused"
 R_NONE = "catchup=none"
 R_SUPERSEDED = "superseded by a later fire"
 R_WINDOW = "outside the catch-up window"
@@ -78,8 +80,10 @@ class Fire:
     through: datetime | None = None
 
 
-def _decide(spec, rank, age, on_time_newest, grace, window):
+def _decide(spec, rank, age, on_time_newest, grace, window, paused=False):
     """The decision for the candidate at `rank` (0 = newest) that is `age` seconds old."""
+    if paused:
+        return MISS, R_PAUSED
     if not spec.enabled:
         return MISS, R_DISABLED
     if rank == 0 and age <= grace:
@@ -94,11 +98,12 @@ def _decide(spec, rank, age, on_time_newest, grace, window):
     return (START, CATCH_UP) if missed_rank < spec.max_catchup else (MISS, R_MAX)
 
 
-def plan_fires(spec, last_fire, since, now, *, grace=ON_TIME_GRACE, list_limit=LIST_LIMIT):
+def plan_fires(spec, last_fire, since, now, *, grace=ON_TIME_GRACE, list_limit=LIST_LIMIT, paused=False):
     """Decisions for the fire times in (last_fire, now] at or after `since`, oldest first.
 
     `last_fire` (or None) is the newest nominal fire already recorded; `since`
     is when this version of the schedule became active; all aware datetimes.
+    `paused`: every fire is a miss "paused".
     """
     now, since = now.astimezone(UTC), since.astimezone(UTC)
     floor = since - timedelta(microseconds=1)  # exclusive lower bound: f >= since
@@ -108,7 +113,7 @@ def plan_fires(spec, last_fire, since, now, *, grace=ON_TIME_GRACE, list_limit=L
         return []
     window = spec.catchup_window
     limit = list_limit
-    if spec.enabled and spec.catchup == "all":
+    if spec.enabled and not paused and spec.catchup == "all":
         limit = max(limit, spec.max_catchup + 1)
 
     newest = previous_fires(spec, None, now, limit + 1, after=floor)  # ascending
@@ -116,29 +121,29 @@ def plan_fires(spec, last_fire, since, now, *, grace=ON_TIME_GRACE, list_limit=L
     listed = newest[1:] if truncated else newest
     if not listed:
         return []
-    on_time_newest = spec.enabled and (now - listed[-1]).total_seconds() <= grace
+    on_time_newest = spec.enabled and not paused and (now - listed[-1]).total_seconds() <= grace
 
     plan = []
     count = len(listed)
     for index, nominal in enumerate(listed):
         rank = count - 1 - index
-        action, reason = _decide(spec, rank, (now - nominal).total_seconds(), on_time_newest, grace, window)
+        action, reason = _decide(spec, rank, (now - nominal).total_seconds(), on_time_newest, grace, window, paused)
         plan.append(Fire(nominal, action, reason))
 
     if truncated:
-        plan[:0] = _summaries(spec, floor, listed[0], now, window)
+        plan[:0] = _summaries(spec, floor, listed[0], now, window, paused)
     return plan
 
 
-def _summaries(spec, floor, first_listed, now, window):
+def _summaries(spec, floor, first_listed, now, window, paused=False):
     """Summary entries for the unlisted fires in (floor, first_listed): all missed.
 
     Their rank is beyond every start, so the reason depends only on their age:
     one reason, or two split at the catch-up window's edge.
     """
-    older = _older_reason(spec)
+    older = R_PAUSED if paused else _older_reason(spec)
     bounds = [(floor, first_listed - timedelta(microseconds=1), older)]
-    if spec.enabled and spec.catchup != "none" and window is not None:
+    if spec.enabled and not paused and spec.catchup != "none" and window is not None:
         edge = now - timedelta(seconds=window)  # fires <= edge - 1µs are outside
         edge_excl = edge - timedelta(microseconds=1)
         if edge_excl > floor:
