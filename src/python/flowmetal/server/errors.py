@@ -37,7 +37,11 @@ def user_error_status(exc):
 
 
 async def user_error(request, exc):
-    return error_response(user_error_status(exc), str(exc))
+    message = str(exc)
+    diagnostics = getattr(exc, "diagnostics", None)
+    if diagnostics:  # a LoadError: file:line:col and the source line of each problem
+        message = "\n".join(d.render() for d in diagnostics)
+    return error_response(user_error_status(exc), message)
 
 
 async def store_error(request, exc):

@@ -7,6 +7,21 @@ from flowmetal.server.errors import ApiError, error_response
 MAX_BODY = 1024 * 1024
 
 
+DRAIN = 16 * 1024 * 1024  # bytes read and thrown away so the client hears the 413 (beyond: the connection closes)
+
+
+async def drain(receive, more):
+    """Read and discard the rest of a refused body (up to DRAIN bytes): a client still sending
+    would otherwise see its connection reset instead of the 413."""
+    seen = 0
+    while more and seen < DRAIN:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        more = message.get("more_body", False)
+
+
 class BodyTooLarge(ApiError):
     def __init__(self, limit):
         super().__init__(413, f"the request body is larger than the limit of {limit // 1024} KiB")
@@ -26,6 +41,7 @@ class BodyLimit:
                 except ValueError:
                     too_big = False
                 if too_big:
+                    await drain(receive, True)
                     return await error_response(413, BodyTooLarge(self.limit).message,
                                                 {"Connection": "close"})(scope, receive, send)
         seen = 0
@@ -36,6 +52,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
+                    await drain(receive, message.get("more_body", False))
                     raise BodyTooLarge(self.limit)
             return message
 

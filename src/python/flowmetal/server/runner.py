@@ -88,8 +88,24 @@ class Background:
             target = self._work_only
         else:
             return
-        self.thread = threading.Thread(target=target, name="flowmetal-serve-background", daemon=True)
+        self.thread = threading.Thread(target=self._guard, args=(target,), name="flowmetal-serve-background",
+                                       daemon=True)
         self.thread.start()
+
+    def _guard(self, target):
+        """A bug in the scheduler must not leave the API without a worker: say so, and go on executing runs."""
+        try:
+            target()
+        except Exception as e:
+            emit = self.schedule_event or (lambda kind, **f: None)
+            emit("error", message=f"the scheduler stopped on an internal error: {e!r}; "
+                                  f"schedules do not fire until a restart")
+            if self.with_worker and not self.stopping.is_set():
+                from flowmetal.engine.worker import Worker
+
+                self.worker = Worker(self.store, self.clock, concurrency=self.concurrency,
+                                     on_event=self.worker_event)
+                self._work_only()
 
     def _work_only(self):
         w = self.worker

@@ -48,6 +48,8 @@ def start_run(store, clock, root, *, target, args, timeout=None, idempotency_key
         existing = _existing(store, idempotency_key, request)
         if existing is not None:
             return existing, False
+    if not (Path(root) / file).is_file():
+        raise UserError(f"{file} does not exist in the workspace {root}")
     name, texts = run_ops.load_target(root, Path(root) / file, function)
     with store.transaction():
         if idempotency_key is not None:

@@ -27,11 +27,20 @@ async def body_text(request):
 
 def parse_json(text, what="the request body"):
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except json.JSONDecodeError as e:
         raise ApiError(400, f"{what} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except RecursionError:
         raise ApiError(400, f"{what} is nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise ApiError(400, f"{what} is not JSON Flowmetal can keep: {e}") from None
+
+
+def _finite(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ApiError(400, f"the number {text[:40]} is too large for a JSON value Flowmetal keeps")
+    return value
 
 
 def _no_constant(name):

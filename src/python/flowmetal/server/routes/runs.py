@@ -3,6 +3,7 @@ long-polled results, cancel and signals."""
 
 import asyncio
 import json
+import math
 import time
 
 from starlette.concurrency import run_in_threadpool
@@ -42,6 +43,8 @@ async def start(request):
             seconds = parse_duration(timeout, "timeout")
         except (ValueError, TypeError) as e:
             raise ApiError(400, str(e)) from None
+        if not math.isfinite(seconds) or seconds > 100 * 365 * 86400:
+            raise ApiError(400, f"timeout {timeout!r}: at most 100 years")
     run, created = await run_in_threadpool(service.start_run, c.store, c.clock, c.root, target=target, args=args,
                                            timeout=seconds, idempotency_key=key)
     doc = service.run_json(run)
