@@ -22,6 +22,7 @@ from flowmetal.store.base import ENDED, RUN_STATES
 MAX_WAIT = 60.0
 KEEPALIVE = 15.0  # seconds between SSE comments while nothing happens
 IDEMPOTENCY_KEY_MAX = 255
+DURATION = r"^([0-9]{1,9}(\.[0-9]{1,9})?(ms|s|m|h|d|w))+$"
 
 
 async def start(request):
@@ -36,6 +37,8 @@ async def start(request):
     if not isinstance(args, dict):
         raise ApiError(400, "args: expected a JSON object of keyword arguments")
     seconds = None
+    if "timeout" in doc and timeout is None:
+        raise ApiError(400, "timeout: leave it out for no timeout (null is not a duration)")
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float, str)):
             raise ApiError(400, 'timeout: expected seconds or a duration like "10m"')
@@ -190,7 +193,8 @@ SCHEMAS = {
                "properties": {"target": {"type": "string", "example": "hello.star:main",
                                          "description": "FILE.star:FUNCTION, FILE relative to the workspace root"},
                               "args": {"type": "object", "description": "keyword arguments (JSON values)"},
-                              "timeout": {"oneOf": [{"type": "number", "minimum": 0}, {"type": "string"}],
+                              "timeout": {"oneOf": [{"type": "number", "minimum": 0, "maximum": 3153600000},
+                                                     {"type": "string", "pattern": DURATION}],
                                           "description": 'seconds, or a duration like "10m"'}}},
 }
 
@@ -233,9 +237,9 @@ ENDPOINTS = [
                                               "journal": {"type": "array", "items": ref("JournalEntry")}}}),
                         400: _400, 404: _404}),
     Endpoint("GET", "/runs/{id}/logs", logs, "A run's log lines; with Accept: text/event-stream, a live stream",
-             params=[RUN_ID, Param("after", "query", {"type": "string", "pattern": "^[0-9]*$"},
+             params=[RUN_ID, Param("after", "query", {"type": "string", "pattern": "^[0-9]{0,18}$"},
                                    "the `next` (or an SSE event id) already seen"),
-                     Param("Last-Event-ID", "header", {"type": "string", "pattern": "^[0-9]*$"},
+                     Param("Last-Event-ID", "header", {"type": "string", "pattern": "^[0-9]{0,18}$"},
                            "as after, sent by an EventSource that reconnects")],
              responses={200: ("log lines (JSON), or Server-Sent Events: `log` events whose id is the cursor and "
                               "data a LogLine, then one `end` event {run_id, state} when the run has ended",
