@@ -9,7 +9,7 @@ counts behind `/metrics`.
 from flowmetal.store.base import RUN_STATES
 
 MIGRATION = """
-    CREATE TABLE api_tokens (
+    CREATE TABLE IF NOT EXISTS api_tokens (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL UNIQUE,
         scope TEXT NOT NULL,
@@ -17,13 +17,12 @@ MIGRATION = """
         created_at REAL NOT NULL,
         last_used_at REAL
     );
-    CREATE TABLE idempotency_keys (
+    CREATE TABLE IF NOT EXISTS idempotency_keys (
         key TEXT PRIMARY KEY,
         run_id TEXT NOT NULL,
         request TEXT NOT NULL,
         created_at REAL NOT NULL
     );
-    CREATE INDEX runs_created ON runs(created_at, id);
 """
 
 
