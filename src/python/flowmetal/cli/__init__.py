@@ -439,6 +439,7 @@ def check(paths, root):
 
 
 from flowmetal.cli import schedule as _schedule  # noqa: E402,F401  registers schedule and import-crontab
+from flowmetal.cli import serve as _serve, token as _token  # noqa: E402,F401  registers serve and token
 
 
 def main():

@@ -18,6 +18,7 @@ from pathlib import Path
 from flowmetal.codec import content_hash
 from flowmetal.errors import StoreError, UserError
 from flowmetal.store.base import ENDED, Store
+from flowmetal.store import sqlite_api
 
 BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another process's lock; FLOWMETAL_BUSY_TIMEOUT overrides
 
@@ -159,6 +160,8 @@ MIGRATIONS = [
     """
     ALTER TABLE blobs ADD COLUMN touched_at REAL NOT NULL DEFAULT 0;
     """,
+    # 5: the HTTP API's tokens (hashes only) and idempotency keys (flowmetal.store.sqlite_api).
+    sqlite_api.MIGRATION,
 ]
 
 _ENDED_SQL = ", ".join(f"'{state}'" for state in ENDED)  # for "state IN (...)"
@@ -188,7 +191,7 @@ _journal_values = itemgetter(*JOURNAL_COLUMNS)  # an entry dict's values in colu
 JOURNAL_KEY = 1 << 32  # journal.key = runs.num * JOURNAL_KEY + seq (migration 3); seq < 2**32
 
 
-class SqliteStore(Store):
+class SqliteStore(sqlite_api.ApiTables, Store):
     def __init__(self, path, synchronous_full=False, busy_timeout_ms=None):
         self.path = str(path)
         self.busy_ms = busy_timeout_ms or BUSY_TIMEOUT_MS

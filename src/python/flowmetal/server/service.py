@@ -1,0 +1,164 @@
+"""What the API does, as plain functions over the store: the same library calls
+the CLI makes (flowmetal.engine.runs), plus what only the API needs (idempotent
+starts, pages and cursors). No HTTP here; routes parse, call one of these, render.
+"""
+
+import base64
+import binascii
+import hashlib
+import posixpath
+from pathlib import Path
+
+from flowmetal.codec import canonical
+from flowmetal.engine import runs as run_ops
+from flowmetal.engine.documents import entry_json, run_document, run_json
+from flowmetal.errors import UserError
+from flowmetal.store.base import ENDED, RUN_STATES
+
+MAX_PAGE = 500
+
+
+class Conflict(UserError):
+    """The request is valid but the run's state does not allow it (HTTP 409)."""
+
+    http_status = 409
+
+
+def split_target(target):
+    """"file.star:function" -> (file name inside the workspace, function)."""
+    file, sep, function = target.rpartition(":")
+    if not sep:
+        file, function = target, "main"
+    norm = posixpath.normpath(file) if file else ""
+    if not norm.endswith(".star") or norm.startswith(("/", "..", "@")) or "\\" in norm or "\x00" in target:
+        raise UserError(f"target {target!r}: expected \"FILE.star:FUNCTION\", FILE relative to the workspace root")
+    if not function.isidentifier():
+        raise UserError(f"target {target!r}: {function!r} is not a function name")
+    return norm, function
+
+
+def start_run(store, clock, root, *, target, args, timeout=None, idempotency_key=None):
+    """Queue a run of `target`; returns (run row, created). With an idempotency key,
+    the first request makes the run and every later one with that key returns it:
+    the look-up and the insert are one transaction, so concurrent requests make one run."""
+    file, function = split_target(target)
+    request = hashlib.sha256(canonical({"target": f"{file}:{function}", "args": args,
+                                        "timeout": timeout}).encode()).hexdigest()
+    if idempotency_key is not None:
+        existing = _existing(store, idempotency_key, request)
+        if existing is not None:
+            return existing, False
+    if not (Path(root) / file).is_file():
+        raise UserError(f"{file} does not exist in the workspace {root}")
+    name, texts = run_ops.load_target(root, Path(root) / file, function)
+    with store.transaction():
+        if idempotency_key is not None:
+            existing = _existing(store, idempotency_key, request)
+            if existing is not None:
+                return existing, False
+        run_id = run_ops.create_run(store, clock, file=name, function=function, args=args, texts=texts,
+                                    root_dir=str(root), timeout=timeout)
+        if idempotency_key is not None:
+            store.insert_idempotency_key(idempotency_key, run_id, request, clock.now())
+    return store.get_run(run_id), True
+
+
+def _existing(store, key, request):
+    row = store.idempotent_run(key)
+    if row is None:
+        return None
+    if row["request"] != request:
+        raise Conflict(f"Idempotency-Key {key!r} was used for a different request (another target, "
+                       f"arguments or timeout)")
+    run = store.get_run(row["run_id"])
+    if run is None:
+        raise Conflict(f"Idempotency-Key {key!r} names run {row['run_id']}, which was pruned")
+    return run
+
+
+# --- listing ----------------------------------------------------------------------
+
+
+def encode_cursor(run_id):
+    return base64.urlsafe_b64encode(f"r1:{run_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor):
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = ""
+    if not text.startswith("r1:") or len(text) < 4:
+        raise UserError(f"cursor {cursor!r} is not one this server gave out")
+    return text[3:]
+
+
+def list_runs(store, *, state=None, target=None, schedule=None, parent=None, limit=50, cursor=None):
+    """{"runs": [...], "next": cursor or None}, newest first."""
+    if state is not None and state not in RUN_STATES:
+        raise UserError(f"state {state!r}: expected one of {', '.join(RUN_STATES)}")
+    file = function = None
+    if target is not None:
+        if ":" in target:
+            file, function = split_target(target)
+        else:
+            file = split_target(target + ":main")[0]
+    before = decode_cursor(cursor) if cursor is not None else None
+    rows = store.runs_page(state=state, file=file, function=function, schedule=schedule, parent_id=parent,
+                           before_id=before, limit=limit + 1)
+    page = rows[:limit]
+    return {"runs": [run_json(r) for r in page],
+            "next": encode_cursor(page[-1]["id"]) if len(rows) > limit else None}
+
+
+# --- one run -------------------------------------------------------------------------
+
+
+def show(store, ref):
+    return run_document(store, store.find_run(ref))
+
+
+def journal(store, ref, after=0):
+    from flowmetal.engine.gate import decode_result
+
+    run = store.find_run(ref)
+    return {"run_id": run["id"], "journal": [entry_json(e, lambda t: decode_result(store, t))
+                                             for e in store.journal(run["id"]) if e["seq"] > after]}
+
+
+def logs(store, run_id, after=0):
+    """Log lines after the cursor `after` (a log row id): (lines, next cursor)."""
+    rows = store.logs(run_id, after)
+    lines = [{"cursor": str(r["rowid"]), "seq": r["seq"], "n": r["n"], "time": r["time"],
+              "stream": r["stream"], "line": r["line"]} for r in rows]
+    return lines, (lines[-1]["cursor"] if lines else str(after))
+
+
+def parse_log_cursor(text):
+    if text is None or text == "":
+        return 0
+    if not text.isdigit() or len(text) > 18:
+        raise UserError(f"cursor {text!r} is not one this server gave out")
+    return int(text)
+
+
+def outcome(store, run_id):
+    """(ended, run document) of the last run of the continue_as_new chain that starts at run_id."""
+    run = run_ops.last_incarnation(store, store.get_run(run_id))
+    return run["state"] in ENDED, run_json(run)
+
+
+def cancel(store, clock, ref):
+    run = store.find_run(ref)
+    if run["state"] in ENDED:
+        raise Conflict(f"run {run['id']} has already ended ({run['state']})")
+    run_id = run_ops.cancel_run(store, clock, run["id"])
+    return run_json(store.get_run(run_id))
+
+
+def signal(store, clock, ref, name, payload_text):
+    run = store.find_run(ref)
+    if run["state"] in ENDED:
+        raise Conflict(f"run {run['id']} has ended ({run['state']}); it can receive no signal")
+    run_id = run_ops.send_signal(store, clock, run["id"], name, payload_text)
+    return run_json(store.get_run(run_id))
