@@ -12,16 +12,10 @@ from flowmetal.server.routes.common import ctx, respond
 _S = {"type": "string"}
 
 
-def _listing():
-    try:
-        from flowmetal.schedule.views import listing
-    except ImportError:  # before the scheduler's split into modules
-        from flowmetal.schedule.daemon import listing
-    return listing
-
-
 def schedules_document(store, specs, now):
-    return {"schedules": _listing()(store, specs, now)}
+    from flowmetal.schedule.views import listing
+
+    return {"schedules": listing(store, specs, now)}
 
 
 async def list_(request):
