@@ -127,8 +127,7 @@ def show_run(run, journal, children, decode=json.loads):
 
 
 def print_log_line(row, prefix=""):
-    stamp = dt.datetime.fromtimestamp(row["time"]).strftime("%Y-%m-%d %H:%M:%S")
-    click.echo(f"{stamp} {prefix}{row['line']}", err=False)
+    click.echo(f"{when(row['time'])} {prefix}{row['line']}", err=False)
 
 
 def worker_event(kind, run, detail=None):
