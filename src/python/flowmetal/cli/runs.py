@@ -63,7 +63,8 @@ def show(run_ref, as_json, db, root):
 @cli.command()
 @click.argument("run_ref", metavar="RUN")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the run ends.")
-@click.option("--tree", is_flag=True, help="Also the lines of the run's children (and theirs), each marked with its run.")
+@click.option("--tree", is_flag=True,
+              help="Also the lines of the run's children (and theirs), each marked with its run.")
 @db_option
 def logs(run_ref, follow, tree, db, root):
     """The run's log."""
