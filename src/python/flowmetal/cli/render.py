@@ -11,6 +11,7 @@ from rich.table import Table
 
 from flowmetal.codec import short
 from flowmetal.durations import format_duration
+from flowmetal.engine.runs import last_incarnation
 from flowmetal.store.base import ENDED
 
 # Not on a terminal (pipes, tests, logs): wide enough that tables do not wrap.
@@ -58,13 +59,19 @@ def waiting_text(run):
     return text
 
 
+def first_line(text, width):
+    """The first non-empty line of a multi-line text (an error's message), shortened."""
+    lines = [ln for ln in (text or "").splitlines() if ln.strip()]
+    return short(lines[0].strip(), width) if lines else ""
+
+
 def runs_table(rows):
     table = Table(box=None, pad_edge=False)
     for col in ("id", "target", "state", "created", "duration", "detail"):
         table.add_column(col)
     for r in rows:
         duration = (r["ended_at"] or time.time()) - (r["started_at"] or r["created_at"])
-        detail = waiting_text(r) if r["state"] == "waiting" else (short(r["error"] or "", 50) if r["error"] else "")
+        detail = waiting_text(r) if r["state"] == "waiting" else first_line(r["error"], 50)
         if r["schedule"]:
             detail = f"schedule {r['schedule']} " + detail
         table.add_row(r["id"], f"{r['file']}:{r['function']}", r["state"], when(r["created_at"]),
@@ -77,8 +84,8 @@ def show_run(run, journal, children, decode=json.loads):
     out.print(f"args: {run['args']}")
     if run.get("posargs"):
         out.print(f"positional args: {run['posargs']}")
-    out.print(f"created {when(run['created_at'])}  started {when(run['started_at'])}  ended {when(run['ended_at'])}"
-              f"  executions {run['executions']}")
+    out.print(f"created {when(run['created_at'])}  started {when(run['started_at']) or 'not yet'}"
+              f"  ended {when(run['ended_at']) or 'not yet'}  executions {run['executions']}")
     for label, key in (("parent", "parent_id"), ("continued from", "continued_from"),
                        ("continued as", "continued_as"), ("schedule", "schedule")):
         if run.get(key):
@@ -120,8 +127,7 @@ def show_run(run, journal, children, decode=json.loads):
 
 
 def print_log_line(row, prefix=""):
-    stamp = dt.datetime.fromtimestamp(row["time"]).strftime("%H:%M:%S")
-    click.echo(f"{stamp} {prefix}{row['line']}", err=False)
+    click.echo(f"{when(row['time'])} {prefix}{row['line']}", err=False)
 
 
 def worker_event(kind, run, detail=None):
@@ -151,11 +157,10 @@ class RunFollower:
             prefix = "" if row["run_id"] == self.tip else f"[{row['run_id']}] "
             click.echo(f"{prefix}{row['line']}", err=True)
             self.after = row["rowid"]
-        run = self.store.get_run(self.tip)
-        while run["continued_as"]:
-            click.echo(f"continued as new run {run['continued_as']}", err=True)
-            self.tip = run["continued_as"]
-            run = self.store.get_run(self.tip)
+        run = last_incarnation(self.store, self.store.get_run(self.tip))
+        if run["id"] != self.tip:
+            click.echo(f"continued as new run {run['id']}", err=True)
+            self.tip = run["id"]
         status = waiting_text(run) if run["state"] == "waiting" else run["state"]
         if status != self.last_status and run["state"] == "waiting":
             click.echo(status, err=True)

@@ -193,12 +193,34 @@ def _interface_of(label, from_name, program, _cache={}):
     return _cache[key]
 
 
+# The keyword arguments of a schedule's on_failure run (schedule/daemon.py passes these).
+ON_FAILURE_ARGS = ("run_id", "schedule", "fire_time", "state", "error")
+
+
 def collect_schedules(program, report=None):
     """Validate the schedule() declarations a program made; returns ScheduleSpecs.
 
     Problems go to `report` (when given) as diagnostics at the declaration.
     """
+    from flowmetal.lang.refs import parse_function_value, parse_target
+    from flowmetal.lang.signature import signature
     from flowmetal.schedule.spec import BadTarget, validate_schedule
+
+    def arguments_problems(spec):
+        """What is wrong with the arguments each fire's run (and on_failure run) is called with."""
+        out = []
+        for what, target, args, why in (
+                ("args", spec.run, spec.args, ""),
+                ("on_failure", spec.on_failure, dict.fromkeys(ON_FAILURE_ARGS),
+                 f" (it is called with {', '.join(ON_FAILURE_ARGS)})")):
+            if target is None:
+                continue
+            file, function = parse_target(target)
+            sig = signature(program.texts.get(file, ""), function)
+            problems = sig.problems(args) if sig else []
+            if problems:
+                out.append(f"schedule {spec.name!r}: {what}: {'; '.join(problems)}{why}")
+        return out
 
     specs, seen = [], {}
     for decl in program.declarations:
@@ -212,13 +234,18 @@ def collect_schedules(program, report=None):
             elif ref is None:
                 args[key] = BadTarget(f"got a {kind}")
             else:
-                file, function = split_function_ref(ref)
+                try:
+                    file, function = parse_function_value(ref)
+                except UserError:
+                    file, function = None, ref
                 if file is None or not program.function_exists(file, function):
                     args[key] = BadTarget(f"{function!r} is not defined at the top level of a file "
                                           f"(a lambda or a nested function cannot be scheduled)")
                 else:
                     args[key] = f"{file}:{function}"
         spec, problems = validate_schedule(args, file=decl.file, line=decl.line)
+        if spec is not None and not problems:
+            problems = arguments_problems(spec)
         src = program.texts.get(decl.file, "").splitlines()
         source_line = src[decl.line - 1] if 0 < decl.line <= len(src) else ""
         name = decl.args.get("name")

@@ -192,7 +192,9 @@ JOURNAL_KEY = 1 << 32  # journal.key = runs.num * JOURNAL_KEY + seq (migration 3
 
 
 class SqliteStore(sqlite_api.ApiTables, Store):
-    def __init__(self, path, synchronous_full=False, busy_timeout_ms=None):
+    def __init__(self, path, synchronous_full=False, busy_timeout_ms=None, readonly=False):
+        """`readonly` (for commands that only read): when the schema is current, open without
+        the migration's write transaction, so reading under WAL never waits for a writer."""
         self.path = str(path)
         self.busy_ms = busy_timeout_ms or BUSY_TIMEOUT_MS
         self.synchronous = "FULL" if synchronous_full else "NORMAL"
@@ -203,7 +205,8 @@ class SqliteStore(sqlite_api.ApiTables, Store):
         parent = Path(self.path).parent
         if not parent.is_dir():
             raise StoreError(f"cannot open database {self.path}: directory {parent} does not exist")
-        self._migrate()
+        if not (readonly and self._schema_is_current()):
+            self._migrate()
 
     # --- connections and transactions -------------------------------------
 
@@ -303,6 +306,14 @@ class SqliteStore(sqlite_api.ApiTables, Store):
                     if statement.strip():
                         self.x(statement)
                 self.x("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(i + 1),))
+
+    def _schema_is_current(self):
+        """True when the schema needs no migration (read without taking a write lock)."""
+        try:
+            row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError:
+            return False
+        return row is not None and row[0] == str(len(MIGRATIONS))
 
     def schema_version(self):
         return int(self.x("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])

@@ -1,0 +1,66 @@
+"""Commands that look after a workspace and its database: `check` and `prune`."""
+
+import json
+import sys
+
+import click
+
+from flowmetal.cli.app import EXIT_USAGE, CliError, NoDatabase, cli, db_option, open_db
+from flowmetal.clock import SYSTEM
+
+
+@cli.command()
+@click.option("--older-than", "older_than", required=True, metavar="DURATION",
+              help="Delete runs that ended longer ago than this, e.g. 30d.")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@db_option
+def prune(older_than, dry_run, as_json, db, root):
+    """Delete ended runs older than a duration, with their journals, logs and signals.
+
+    A run is deleted with all its child runs, once every one of them has ended before
+    the cutoff; runs in flight and their children are never touched. Also deleted:
+    schedule fires before the cutoff whose outcome is recorded, and pinned sources and
+    large results nothing refers to any more. Safe while workers and the scheduler run.
+    """
+    from flowmetal.cli import render
+    from flowmetal.durations import parse_duration
+
+    try:
+        age = parse_duration(older_than, "--older-than")
+    except ValueError as e:
+        raise CliError(str(e))
+    try:
+        store, _ = open_db(db, root, create=False)
+    except NoDatabase as e:
+        click.echo(f"nothing to prune: no database at {e.path}", err=True)
+        return
+    now = SYSTEM.now()
+    counts = store.prune(now - age, now, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "before": now - age, **counts}))
+    else:
+        click.echo(render.prune_text(counts, dry_run))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--root", type=click.Path(file_okay=False), default=None, help="Workspace root.")
+def check(paths, root):
+    """Load every .star file under PATHs; report syntax, name, load, type, lint and schedule errors.
+
+    Each problem is printed as file:line:col with the source line. Exit 2 if there is any error.
+    """
+    from flowmetal.lang.check import check as run_check
+    from flowmetal.lang.workspace import root_for
+
+    paths = paths or (".",)
+    root = root_for(paths, root)
+    report = run_check(root, paths)
+    for d in report.diagnostics:
+        click.echo(d.render())
+    errors, warnings = len(report.errors), len(report.diagnostics) - len(report.errors)
+    summary = (f"{report.files} file(s) checked, {len(report.schedules)} schedule(s), "
+               f"{errors} error(s), {warnings} warning(s)")
+    click.echo(summary, err=True)
+    sys.exit(EXIT_USAGE if errors else 0)

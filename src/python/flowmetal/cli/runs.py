@@ -1,0 +1,147 @@
+"""Commands on recorded runs: `runs`, `show`, `logs` (which only read), and `signal`,
+`cancel`, `replay`."""
+
+import json
+import sys
+import time
+
+import click
+
+from flowmetal.cli.app import EXIT_FAILED, EXIT_INTERRUPTED, CliError, NoDatabase, cli, db_option, loads_json, \
+    open_db
+from flowmetal.clock import SYSTEM
+
+STATES = ["pending", "running", "waiting", "completed", "failed", "cancelled", "timed_out"]
+
+
+@cli.command()
+@click.option("--status", type=click.Choice(STATES), default=None)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=0))
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@db_option
+def runs(status, limit, as_json, db, root):
+    """List runs, newest first."""
+    from flowmetal.cli import render
+
+    try:
+        store, _ = open_db(db, root, readonly=True, create=False)
+        rows = store.list_runs(status=status, limit=limit)
+    except NoDatabase:
+        rows = []
+    if as_json:
+        click.echo(json.dumps([render.run_json(r) for r in rows], indent=2))
+    else:
+        render.runs_table(rows)
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@db_option
+def show(run_ref, as_json, db, root):
+    """A run's state, arguments, result or error, children, and its journal."""
+    from flowmetal.cli import render
+    from flowmetal.engine.gate import decode_result
+
+    store, _ = open_db(db, root, readonly=True, create=False)
+    run = store.find_run(run_ref)
+    journal = store.journal(run["id"])
+    children = store.list_runs(parent_id=run["id"], limit=10_000)
+
+    def decode(text):
+        return decode_result(store, text)
+
+    if as_json:
+        doc = render.run_json(run)
+        doc["journal"] = [render.entry_json(e, decode) for e in journal]
+        doc["children"] = [c["id"] for c in children]
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        render.show_run(run, journal, children, decode)
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the run ends.")
+@click.option("--tree", is_flag=True,
+              help="Also the lines of the run's children (and theirs), each marked with its run.")
+@db_option
+def logs(run_ref, follow, tree, db, root):
+    """The run's log."""
+    from flowmetal.cli.render import print_log_line
+    from flowmetal.store.base import ENDED
+
+    store, _ = open_db(db, root, readonly=True, create=False)
+    run = store.find_run(run_ref)
+    after = 0
+
+    def new_lines():
+        nonlocal after
+        if tree:
+            members = {run["id"], *store.descendants(run["id"])}
+            rows = [r for r in store.tree_logs(run["root_id"], after) if r["run_id"] in members]
+        else:
+            rows = store.logs(run["id"], after)
+        for row in rows:
+            print_log_line(row, "" if row.get("run_id", run["id"]) == run["id"] else f"[{row['run_id']}] ")
+            after = row["rowid"]
+
+    try:
+        while True:
+            new_lines()
+            if not follow or store.get_run(run["id"])["state"] in ENDED:
+                if follow:
+                    new_lines()
+                break
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@click.argument("name")
+@click.argument("payload", metavar="[JSON]", required=False)
+@db_option
+def signal(run_ref, name, payload, db, root):
+    """Deliver signal NAME (with an optional JSON payload; - reads it from stdin) to a run."""
+    from flowmetal.engine.runs import send_signal
+
+    if not name.strip():
+        raise CliError("the signal name is empty")
+    if payload == "-":
+        payload = sys.stdin.read()
+    if payload is not None:
+        loads_json(payload, "the signal payload")  # the store keeps the text; refuse NaN and 1e999 here
+    store, _ = open_db(db, root, create=False)
+    run_id = send_signal(store, SYSTEM, run_ref, name, payload)
+    click.echo(f"signal {name} sent to run {run_id}", err=True)
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@db_option
+def cancel(run_ref, db, root):
+    """Cancel a run and its children."""
+    from flowmetal.engine.runs import cancel_run
+
+    store, _ = open_db(db, root, create=False)
+    run_id = cancel_run(store, SYSTEM, run_ref)
+    click.echo(f"run {run_id} cancelled", err=True)
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("--current", is_flag=True,
+              help="Replay against the current files on disk instead of the pinned code "
+                   "(to check in-flight runs before deploying a change).")
+@db_option
+def replay(run_ref, current, db, root):
+    """Execute a run's code against its journal with no effects; report whether it diverges."""
+    from flowmetal.engine.replay import replay_run
+
+    store, _ = open_db(db, root, create=False)
+    run = store.find_run(run_ref)
+    report = replay_run(store, run, current=current)
+    click.echo(report.text)
+    sys.exit(0 if report.ok else EXIT_FAILED)
