@@ -25,25 +25,6 @@ def when(ts):
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def run_json(run):
-    doc = dict(run)
-    for key in ("args", "posargs", "result", "waiting_for"):
-        if doc.get(key) is not None:
-            doc[key] = json.loads(doc[key])
-    return doc
-
-
-def entry_json(e, decode=json.loads):
-    """A journal entry as JSON; `decode` turns a stored result into the value the program saw."""
-    doc = dict(e)
-    for key in ("args", "data"):
-        if doc.get(key) is not None:
-            doc[key] = json.loads(doc[key])
-    if doc.get("result") is not None:
-        doc["result"] = decode(doc["result"])
-    return doc
-
-
 def waiting_text(run):
     w = json.loads(run["waiting_for"]) if run.get("waiting_for") else None
     if not w:

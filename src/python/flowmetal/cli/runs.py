@@ -10,6 +10,7 @@ import click
 from flowmetal.cli.app import EXIT_FAILED, EXIT_INTERRUPTED, CliError, NoDatabase, cli, db_option, loads_json, \
     open_db
 from flowmetal.clock import SYSTEM
+from flowmetal.engine.documents import run_json
 
 STATES = ["pending", "running", "waiting", "completed", "failed", "cancelled", "timed_out"]
 
@@ -29,7 +30,7 @@ def runs(status, limit, as_json, db, root):
     except NoDatabase:
         rows = []
     if as_json:
-        click.echo(json.dumps([render.run_json(r) for r in rows], indent=2))
+        click.echo(json.dumps([run_json(r) for r in rows], indent=2))
     else:
         render.runs_table(rows)
 
@@ -52,10 +53,9 @@ def show(run_ref, as_json, db, root):
         return decode_result(store, text)
 
     if as_json:
-        doc = render.run_json(run)
-        doc["journal"] = [render.entry_json(e, decode) for e in journal]
-        doc["children"] = [c["id"] for c in children]
-        click.echo(json.dumps(doc, indent=2))
+        from flowmetal.engine.documents import run_document  # the shape GET /api/v1/runs/{id} serves
+
+        click.echo(json.dumps(run_document(store, run), indent=2))
     else:
         render.show_run(run, journal, children, decode)
 
