@@ -159,6 +159,13 @@ MIGRATIONS = [
     """
     ALTER TABLE blobs ADD COLUMN touched_at REAL NOT NULL DEFAULT 0;
     """,
+    # 5 (the gate's): the release and prelude that started a run, and the digest rule its
+    # journal uses (engine/gate.py, doc/architecture.md "Digests"). NULL: recorded by 0.1.0.
+    """
+    ALTER TABLE runs ADD COLUMN flowmetal_version TEXT;
+    ALTER TABLE runs ADD COLUMN prelude_digest TEXT;
+    ALTER TABLE runs ADD COLUMN digest_version INTEGER;
+    """,
 ]
 
 _ENDED_SQL = ", ".join(f"'{state}'" for state in ENDED)  # for "state IN (...)"
