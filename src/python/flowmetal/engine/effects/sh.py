@@ -221,13 +221,8 @@ class _Capture:
         self.total += len(data)
 
     def finish(self):
-        rest = self._partial
-        while self._logging and len(rest) > LOG_LINE_MAX:
-            cut = safe_cut(rest, LOG_LINE_MAX, self.ctx.secrets) or LOG_LINE_MAX
-            self._emit(rest[:cut])
-            rest = rest[cut:]
-        if self._logging and rest:
-            self._emit(rest)
+        if self._logging and self._partial:
+            self._pieces(self._partial, True)
         self._partial = b""
 
     def text(self):
@@ -240,14 +235,24 @@ class _Capture:
         for line in lines:
             if not self._logging:
                 return
-            self._emit(line)
+            self._pieces(line, True)
         # A piece is cut only once the rest runs a secret's length past the cut, so that a
         # secret straddling it is seen whole and the cut moves before it (masked in one piece).
-        while self._logging and len(rest) >= LOG_LINE_MAX + self.margin:
-            cut = safe_cut(rest, LOG_LINE_MAX, self.ctx.secrets) or LOG_LINE_MAX
-            self._emit(rest[:cut])
-            rest = rest[cut:]
-        self._partial = rest if self._logging else b""
+        self._partial = self._pieces(rest, False) if self._logging else b""
+
+    def _pieces(self, raw, final):
+        """Log `raw` in pieces of at most LOG_LINE_MAX bytes, none cut inside a secret. A
+        `final` line is logged whole; of a partial one, the rest is returned, kept until a
+        secret straddling the next cut can be seen whole."""
+        keep = 0 if final else self.margin
+        while self._logging and len(raw) >= LOG_LINE_MAX + keep + (1 if final else 0):
+            cut = safe_cut(raw, LOG_LINE_MAX, self.ctx.secrets) or LOG_LINE_MAX
+            self._emit(raw[:cut])
+            raw = raw[cut:]
+        if final and self._logging:
+            self._emit(raw)
+            return b""
+        return raw
 
     def _emit(self, raw):
         if self._lines >= LOG_LINE_LIMIT:
