@@ -124,8 +124,10 @@ class Gate:
         self.clock = clock
         self.hooks = hooks  # engine callbacks: spawn_child(gate, seq, ref, args, kwargs), child_results(ids)
         self.entries = store.journal(self.run_id)
-        # Runs recorded before digest versions were (0.1.0) have none: rule 1.
+        # Runs recorded before digest versions were (0.1.0) have none: rule 1, and replay also
+        # accepts a rule 2 digest for them (a row that lost its stamp; see doc/architecture.md).
         self.digest_rule = run.get("digest_version") or (1 if self.entries else DIGEST_VERSION)
+        self._either_rule = not run.get("digest_version") and bool(self.entries)
         self.seq = 0
         self.log_n = 0
         self.secrets = []  # secret values, masked wherever the run's text is stored
@@ -155,14 +157,11 @@ class Gate:
                 raise BuiltinError(masked) from None
             raise
 
-    def _next(self, name, args, eff=None):
-        """Advance to the next journal position; return (seq, recorded entry or None)."""
-        self._check_stop()
-        self.seq += 1
-        self.log_n = 0
+    def _stored(self, name, args, eff, rule):
+        """(recorded argument text, digest) of a call under digest `rule`."""
         if args:
             if eff is not None:
-                args = recorded_args(eff, args, self.digest_rule)
+                args = recorded_args(eff, args, rule)
             stored = canonical(mask(args, self.secrets))
         else:
             stored = "{}"
@@ -172,8 +171,18 @@ class Gate:
             if len(_DIGESTS) > 4096:
                 _DIGESTS.clear()
             dig = _DIGESTS[key] = digest(name + ":" + stored)
+        return stored, dig
+
+    def _next(self, name, args, eff=None):
+        """Advance to the next journal position; return (seq, recorded entry or None)."""
+        self._check_stop()
+        self.seq += 1
+        self.log_n = 0
+        stored, dig = self._stored(name, args, eff, self.digest_rule)
         if self.seq <= len(self.entries):
             rec = self.entries[self.seq - 1]
+            if rec["digest"] != dig and self._either_rule and args and eff is not None:
+                stored, dig = self._stored(name, args, eff, DIGEST_VERSION)
             if rec["builtin"] != name or rec["digest"] != dig:
                 error = NondeterminismError(
                     self.run_id, self.seq,
