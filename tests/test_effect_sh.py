@@ -9,6 +9,7 @@ import pytest
 
 from flowmetal.engine.effects import EffectContext
 from flowmetal.engine.effects import sh
+from flowmetal.engine.effects.registry import BuiltinError, lookup
 from flowmetal.errors import EffectError
 
 
@@ -150,14 +151,21 @@ def test_missing_cwd_is_an_effect_error(tmp_path):
 
 
 @pytest.mark.parametrize("cmd", ["", "   ", [], [""], ["ls", 3], None])
-def test_bad_cmd_is_an_effect_error(cmd):
-    with pytest.raises(EffectError, match="cmd must be"):
-        run({"cmd": cmd})
+def test_bad_cmd_is_refused_by_the_registry_check(cmd):
+    with pytest.raises(BuiltinError, match="sh\\(\\): argument cmd must be"):
+        lookup("sh").validate({"cmd": cmd})
 
 
-def test_bad_timeout_is_an_effect_error():
-    with pytest.raises(EffectError, match="timeout"):
-        run({"cmd": "true", "timeout": "soon"})
+@pytest.mark.parametrize("args, message", [
+    ({"cmd": "true", "timeout": "soon"}, "timeout"),
+    ({"cmd": "true", "env": {"A=B": "1"}}, "invalid environment variable name"),
+    ({"cmd": "true", "env": {"A": 1}}, "env must be a dict of strings"),
+    ({"cmd": "true", "stdin": 3}, "stdin must be a string"),
+    ({"cmd": "true", "check": "yes"}, "check must be True or False"),
+])
+def test_bad_arguments_are_refused_by_the_registry_check(args, message):
+    with pytest.raises(BuiltinError, match=message):
+        lookup("sh").validate(args)
 
 
 # -- time limits, cancellation, process groups --------------------------------
@@ -273,21 +281,35 @@ def test_invalid_utf8_is_replaced():
     assert r["stdout"] == "caf\ufffd\n"
 
 
-def test_secrets_are_masked_in_output_and_log():
+def test_secrets_are_masked_in_the_log_and_returned_as_printed():
+    # (the gate masks the result when it records it: tests/test_secrets.py)
     ctx = Ctx(secrets=("hunter2",))
     r = sh.perform({"cmd": 'echo "token=$T"; echo "$T" >&2', "env": {"T": "hunter2"}}, ctx)
-    assert r["stdout"] == "token=***\n" and r["stderr"] == "***\n"
+    assert r["stdout"] == "token=hunter2\n" and r["stderr"] == "hunter2\n"
     assert all("hunter2" not in line for _, line in ctx.lines)
     assert ("stdout", "token=***") in ctx.lines
 
 
-def test_secret_straddling_the_truncation_point_is_masked():
+def test_truncation_never_cuts_a_secret_in_two():
     secret = "S3CRET-VALUE"
-    # put the secret across the 1 MiB boundary
+    # put the secret across the 1 MiB boundary: the cut moves before it
     cmd = f"head -c {sh.OUTPUT_LIMIT - 5} /dev/zero | tr '\\0' a; printf '{secret}'; head -c 1000 /dev/zero"
     r = run({"cmd": cmd}, secrets=(secret,))
-    assert "S3CRE" not in r["stdout"] and "S3C" not in r["stdout"]
-    assert "more not shown" in r["stdout"]
+    assert "S3C" not in r["stdout"]
+    assert r["stdout"].startswith("a" * (sh.OUTPUT_LIMIT - 5) + "\n[flowmetal: output truncated")
+
+
+def test_a_secret_across_a_log_piece_boundary_is_masked():
+    secret = "S3CRET-VALUE"
+    # one long line with the secret across the 64 KiB piece boundary (issue 12 item 6)
+    cmd = f"head -c {sh.LOG_LINE_MAX - 5} /dev/zero | tr '\\0' a; printf '{secret}'; head -c 1000 /dev/zero | tr '\\0' b"
+    ctx = Ctx(secrets=(secret,))
+    sh.perform({"cmd": cmd}, ctx)
+    pieces = [line for stream, line in ctx.lines if stream == "stdout"]
+    assert len(pieces) == 2
+    joined = "".join(pieces)
+    assert "S3C" not in joined and "VALUE" not in joined and "***" in pieces[1]
+    assert all(len(p.encode()) <= sh.LOG_LINE_MAX for p in pieces)
 
 
 def test_retry_after_is_none():

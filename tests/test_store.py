@@ -146,6 +146,9 @@ ALTER TABLE journal_v2 RENAME TO journal;
 DROP INDEX runs_num;
 ALTER TABLE runs DROP COLUMN num;
 ALTER TABLE blobs DROP COLUMN touched_at;
+ALTER TABLE runs DROP COLUMN flowmetal_version;
+ALTER TABLE runs DROP COLUMN prelude_digest;
+ALTER TABLE runs DROP COLUMN digest_version;
 UPDATE meta SET value = '2' WHERE key = 'schema_version';
 """
 

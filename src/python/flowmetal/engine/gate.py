@@ -31,21 +31,39 @@ table (stored once by content hash); a dict result moves each large field to a
 blob of its own and keeps the small ones in the entry, so the same body
 fetched twice is stored once although its headers and duration differ.
 
-Effect implementations never see the store; only this module writes the journal.
+Every builtin is declared once in the effect registry (effects/registry.py),
+with its kind; `effect()` dispatches on the kind. Effect implementations never
+see the store; only this module writes the journal.
+
+Digests: rule 2 (runs created by this release) digests only the arguments a
+call passed with a non-default value; rule 1 (runs recorded by 0.1.0, whose
+row has no digest version) digests what 0.1.0 did. See doc/architecture.md.
+
+Secrets: results are stored with every secret masked, and the spans masked
+are kept in the entry's data so that replay gives the program the very value
+it saw live (doc/effects.md, "Secrets").
 """
 
 import json
 import math
 import os
-import random as _random
 import threading
-import uuid as _uuid
 
-from flowmetal.codec import canonical, digest, loads
-from flowmetal.durations import parse_duration
+from flowmetal import __version__
+from flowmetal.codec import canonical, content_hash, digest, loads
+from flowmetal.engine import retry as retry_mod
 from flowmetal.engine.effects import EffectContext
-from flowmetal.errors import EffectError, NondeterminismError, UserError
+from flowmetal.engine.effects.registry import (
+    CONTROL, DEFERRED, OUTSIDE, PURE, WAIT, BuiltinError, ChildrenWait, ContinueAsNew, Deferred, SignalWait,
+    SpawnChild, Timer, lookup, recorded_args, REGISTRY,
+)
+from flowmetal.engine.effects import children, pure, waits  # noqa: F401  (they register their builtins)
+from flowmetal.engine.effects.secrets import from_markers, mask, mask_spans, refill, to_markers
+from flowmetal.errors import EffectError, NondeterminismError
+from flowmetal.model import Cancel, Continue, Interrupt, Lost, Nondeterminism, Suspend, WaitingFor
 from flowmetal.store.base import ENDED
+
+__all__ = ["BuiltinError", "Gate", "Stop", "decode_result", "mask", "run_stamp"]
 
 # Results whose JSON is larger than this are stored once in the blob table and
 # referenced from the journal entry (see doc/effects.md).
@@ -54,71 +72,23 @@ BLOB_THRESHOLD = 64 * 1024
 BLOB_FIELD = 1024
 # A wait whose remaining time is at most this is waited in place instead of suspending.
 INLINE_WAIT = 1.0
-
+# The digest rule of runs this release creates (doc/architecture.md, "Digests").
+DIGEST_VERSION = 2
 
 # Digests of recent (builtin, canonical arguments): a loop calling now() computes one.
 _DIGESTS = {}
 
 
-class BuiltinError(UserError):
-    """A builtin was called with a bad argument, or its outcome fails the run (check = True)."""
+def run_stamp():
+    """Columns a new run records: the release and prelude that started it, and its digest rule."""
+    from flowmetal.lang.loader import PRELUDE_TEXT
+
+    return {"flowmetal_version": __version__, "prelude_digest": content_hash(PRELUDE_TEXT)[:16],
+            "digest_version": DIGEST_VERSION}
 
 
 class Stop(Exception):
     """Raised through the Starlark evaluation to end it on purpose; `Gate.stop` says why."""
-
-
-def _check(cond, builtin, message):
-    if not cond:
-        raise BuiltinError(f"{builtin}(): {message}")
-
-
-def _is_str_dict(value):
-    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
-
-
-def _duration(builtin, arg, value, allow_none=True):
-    if value is None and allow_none:
-        return None
-    try:
-        return parse_duration(value, f"argument {arg}")
-    except ValueError as e:
-        raise BuiltinError(f"{builtin}(): {e}") from None
-
-
-def validate(name, args):
-    """Check a builtin's arguments; errors name the builtin and the argument."""
-    if name == "env":
-        _check(isinstance(args["name"], str) and args["name"], name, "argument name must be a non-empty string")
-    elif name == "secret":
-        _check(isinstance(args["name"], str) and args["name"], name, "argument name must be a non-empty string")
-    elif name == "sleep":
-        _duration(name, "duration", args["duration"], allow_none=False)
-    elif name == "sh":
-        cmd = args["cmd"]
-        _check(isinstance(cmd, str) or (isinstance(cmd, list) and cmd and all(isinstance(c, str) for c in cmd)),
-               name, f"argument cmd must be a string or a non-empty list of strings, got {type(cmd).__name__}")
-        _check(_is_str_dict(args["env"]), name, "argument env must be a dict of strings to strings")
-        _check(args["cwd"] is None or isinstance(args["cwd"], str), name, "argument cwd must be a string or None")
-        _check(args["stdin"] is None or isinstance(args["stdin"], str), name, "argument stdin must be a string or None")
-        _check(isinstance(args["check"], bool), name, "argument check must be True or False")
-        _duration(name, "timeout", args["timeout"])
-    elif name == "http":
-        _check(isinstance(args["url"], str) and args["url"], name, "argument url must be a non-empty string")
-        _check(isinstance(args["method"], str), name, "argument method must be a string")
-        _check(_is_str_dict(args["headers"]), name, "argument headers must be a dict of strings to strings")
-        _check(args["body"] is None or isinstance(args["body"], str), name, "argument body must be a string or None")
-        _check(args["json"] is None or args["body"] is None, name, "give json or body, not both")
-        _check(isinstance(args["check"], bool), name, "argument check must be True or False")
-        _duration(name, "timeout", args["timeout"])
-    elif name == "wait_signal":
-        _check(isinstance(args["name"], str) and args["name"], name, "argument name must be a non-empty string")
-        _duration(name, "timeout", args["timeout"])
-    elif name == "wait":
-        handles = args["handles"]
-        _check(all(isinstance(h, str) for h in handles), name,
-               "argument handles must be a handle returned by spawn() or a list of them")
-        _duration(name, "timeout", args["timeout"])
 
 
 def _marker_like(value):
@@ -126,24 +96,8 @@ def _marker_like(value):
     return isinstance(value, dict) and bool(value) and all(k.startswith("$") for k in value)
 
 
-def mask(value, secrets):
-    """`value` (a string, or JSON containing strings) with every secret replaced by ***."""
-    if not secrets:
-        return value
-    if isinstance(value, str):
-        for s in secrets:
-            if s:
-                value = value.replace(s, "***")
-        return value
-    if isinstance(value, list):
-        return [mask(v, secrets) for v in value]
-    if isinstance(value, dict):
-        return {k: mask(v, secrets) for k, v in value.items()}
-    return value
-
-
 def decode_result(store, text):
-    """The value of a journal result as the program saw it (resolving blob references)."""
+    """The value of a journal result as stored (masked; resolving blob references)."""
     value = loads(text)
     if not _marker_like(value):
         return value
@@ -170,22 +124,31 @@ class Gate:
         self.clock = clock
         self.hooks = hooks  # engine callbacks: spawn_child(gate, seq, ref, args, kwargs), child_results(ids)
         self.entries = store.journal(self.run_id)
+        # Runs recorded before digest versions were (0.1.0) have none: rule 1, and replay also
+        # accepts a rule 2 digest for them (a row that lost its stamp; see doc/architecture.md).
+        self.digest_rule = run.get("digest_version") or (1 if self.entries else DIGEST_VERSION)
+        self._either_rule = not run.get("digest_version") and bool(self.entries)
         self.seq = 0
         self.log_n = 0
-        self.secrets = []
-        self.stop = None  # ("suspend", waiting_for, wake_at) | ("continue", kwargs) | ("cancel", state) | ("lost",) | ("interrupt",)
+        self.secrets = []  # secret values, masked wherever the run's text is stored
+        self.secret_names = {}  # value -> NAME
+        self.stop = None  # a flowmetal.model stop reason: Suspend, Continue, Cancel, Lost, Interrupt, ...
         self.cancel = threading.Event()  # set from outside: cancel, timeout, interrupt
         self.drain = threading.Event()  # set from outside: stop before the next effect (graceful shutdown)
         self.cancel_reason = None
         self.replayed = 0
+        self._pure_ctx = EffectContext(run_id=self.run_id, seq=0, cancelled=self.cancel, clock=clock, run=run)
+        self._kinds = {PURE: self._pure, OUTSIDE: self._with_retry, WAIT: self._wait, DEFERRED: self._deferred,
+                       CONTROL: self._control}
 
     # --- the gate -----------------------------------------------------------
 
     def effect(self, name, args):
         try:
-            if args:  # (now, random and uuid have none: the hot path)
-                validate(name, args)
-            return getattr(self, "_" + name)(args)
+            eff = REGISTRY.get(name) or lookup(name)
+            if args and eff.validate is not None:  # (now, random and uuid have none: the hot path)
+                eff.validate(args)
+            return self._kinds[eff.kind](eff, args)
         except (EffectError, OSError) as e:
             raise BuiltinError(mask(f"{name}(): {e}", self.secrets)) from None
         except BuiltinError as e:
@@ -194,26 +157,38 @@ class Gate:
                 raise BuiltinError(masked) from None
             raise
 
-    def _next(self, name, args):
-        """Advance to the next journal position; return (seq, recorded entry or None)."""
-        self._check_stop()
-        self.seq += 1
-        self.log_n = 0
-        stored = canonical(mask(args, self.secrets)) if args else "{}"
+    def _stored(self, name, args, eff, rule):
+        """(recorded argument text, digest) of a call under digest `rule`."""
+        if args:
+            if eff is not None:
+                args = recorded_args(eff, args, rule)
+            stored = canonical(mask(args, self.secrets))
+        else:
+            stored = "{}"
         key = (name, stored)
         dig = _DIGESTS.get(key)
         if dig is None:
             if len(_DIGESTS) > 4096:
                 _DIGESTS.clear()
             dig = _DIGESTS[key] = digest(name + ":" + stored)
+        return stored, dig
+
+    def _next(self, name, args, eff=None):
+        """Advance to the next journal position; return (seq, recorded entry or None)."""
+        self._check_stop()
+        self.seq += 1
+        self.log_n = 0
+        stored, dig = self._stored(name, args, eff, self.digest_rule)
         if self.seq <= len(self.entries):
             rec = self.entries[self.seq - 1]
+            if rec["digest"] != dig and self._either_rule and args and eff is not None:
+                stored, dig = self._stored(name, args, eff, DIGEST_VERSION)
             if rec["builtin"] != name or rec["digest"] != dig:
                 error = NondeterminismError(
                     self.run_id, self.seq,
                     f"{rec['builtin']}({rec['args']})", f"{name}({stored})",
                 )
-                self.stop = ("nondeterminism", str(error))
+                self.stop = Nondeterminism(str(error))
                 raise Stop(str(error))
             self.replayed += 1
             return self.seq, rec
@@ -221,10 +196,14 @@ class Gate:
 
     def _record(self, seq, name, fresh, status, result=None, error=None, data=None, started=None):
         now = self.clock.now()
+        text = None
+        if status == "completed":
+            text, spans = self._encode_spans(result)
+            if spans:
+                data = {**(data or {}), "secrets": spans}
         entry = {
             "run_id": self.run_id, "seq": seq, "builtin": name, "args": fresh["args"], "digest": fresh["digest"],
-            "status": status, "result": self._encode(result) if status == "completed" else None,
-            "error": error, "data": None if data is None else canonical(data),
+            "status": status, "result": text, "error": error, "data": None if data is None else canonical(data),
             "started_at": started or now, "ended_at": None if status == "started" else now,
         }
         if not self.store.insert_journal(entry, self.owner):
@@ -233,8 +212,11 @@ class Gate:
         return entry
 
     def _complete(self, seq, result, reexecuted=False, error=None, status="completed"):
-        fields = {"status": status, "result": self._encode(result) if status == "completed" else None,
-                  "error": error, "ended_at": self.clock.now()}
+        fields = {"status": status, "result": None, "error": error, "ended_at": self.clock.now()}
+        if status == "completed":
+            fields["result"], spans = self._encode_spans(result)
+            if spans:
+                fields["data"] = canonical({**(loads(self.entries[seq - 1]["data"]) or {}), "secrets": spans})
         if reexecuted:
             fields["reexecuted"] = 1
         if not self.store.update_journal(self.run_id, seq, self.owner, **fields):
@@ -242,22 +224,25 @@ class Gate:
         self.entries[seq - 1].update(fields)
 
     def _encode(self, result):
-        """The journal text of a result: its canonical JSON, or a reference to blobs.
+        return self._encode_spans(result)[0]
+
+    def _encode_spans(self, result):
+        """(journal text of a result, secret spans): its canonical JSON, or a reference to blobs.
 
         Encodings are dicts whose keys all start with "$": {"$blob": hash} (the
         whole result), {"$parts": {field: hash}, "$value": small fields}, and
         {"$value": v} for a result that would otherwise look like one of them.
         """
         if type(result) is int:
-            return str(result)  # the hot path of now(): what canonical() gives, faster
+            return str(result), None  # the hot path of now(): what canonical() gives, faster
         if type(result) is float and math.isfinite(result):
-            return repr(result)  # and of random()
+            return repr(result), None  # and of random()
         if result is None:
-            return "null"
-        value = mask(result, self.secrets)
+            return "null", None
+        value, spans = mask_spans(result, self.secret_names)
         text = canonical(value)
         if len(text) <= BLOB_THRESHOLD:
-            return canonical({"$value": value}) if _marker_like(value) else text
+            return (canonical({"$value": value}) if _marker_like(value) else text), spans
         if isinstance(value, dict):
             parts, small = {}, {}
             for key, field in value.items():
@@ -268,32 +253,46 @@ class Gate:
                     small[key] = field
             doc = canonical({"$parts": parts, "$value": small})
             if len(doc) <= BLOB_THRESHOLD:
-                return doc
-        return canonical({"$blob": self.store.put_blob(text, self.clock.now())})
+                return doc, spans
+        return canonical({"$blob": self.store.put_blob(text, self.clock.now())}), spans
 
-    def _decode(self, text):
-        return decode_result(self.store, text)
+    def _decode(self, rec):
+        """A recorded result (an entry, or its result text) as the program saw it: secrets
+        masked for storage are put back."""
+        if isinstance(rec, str):
+            return decode_result(self.store, rec)
+        value = decode_result(self.store, rec["result"])
+        data = rec.get("data")
+        if data and '"secrets"' in data:
+            value = refill(value, loads(data)["secrets"], self._secret_value)
+        return value
+
+    def _secret_value(self, name):
+        for value, known in self.secret_names.items():
+            if known == name:
+                return value
+        return self.read_secret(name)
 
     def _check_stop(self, drain=True):
         """Raise Stop if the run must stop here. `drain` (a graceful shutdown) stops the run
         before its next effect, never in the middle of one: the effect in progress finishes
         and is recorded; only `cancel` interrupts it."""
         if self.stop is not None:
-            raise Stop(self.stop[0])
+            raise Stop(type(self.stop).__name__.lower())
         if drain and self.drain.is_set():
-            self.stop = ("interrupt",)
+            self.stop = Interrupt()
             raise Stop("drain")
         if self.cancel.is_set():
             reason = self.cancel_reason or "cancelled"
-            self.stop = ("interrupt",) if reason == "interrupt" else ("cancel", reason)
+            self.stop = Interrupt() if reason == "interrupt" else Cancel(reason)
             raise Stop(reason)
 
     def _lost(self):
-        self.stop = ("lost",)
+        self.stop = Lost()
         raise Stop("lost ownership of the run")
 
     def _suspend(self, waiting_for, wake_at):
-        self.stop = ("suspend", waiting_for, wake_at)
+        self.stop = Suspend(waiting_for, wake_at)
         raise Stop("suspend")
 
     # --- logs ---------------------------------------------------------------
@@ -307,61 +306,54 @@ class Gate:
         counter = iter(range(1_000_000, 2_000_000))
 
         def log(stream, line):
-            self.store.add_logs(self.run_id, [(seq, next(counter), self.clock.now(), stream, line)])
+            self.store.add_logs(self.run_id, [(seq, next(counter), self.clock.now(), stream, mask(line, self.secrets))])
 
         return log
 
     def _context(self, seq, key_seq=None):
         """The effect's context; its idempotency key is `<run id>:<key_seq or seq>`."""
         return EffectContext(run_id=self.run_id, seq=key_seq or seq, cancelled=self.cancel,
-                             secrets=tuple(self.secrets), log=self._effect_log(seq))
+                             secrets=tuple(self.secrets), log=self._effect_log(seq), clock=self.clock, run=self.run)
+
+    # --- secrets --------------------------------------------------------------
+
+    def read_secret(self, name):
+        """The value of secret NAME from this process's environment; from now on it is masked."""
+        value = lookup("secret").perform({"name": name}, self._pure_ctx)
+        if value not in self.secret_names:
+            self.secrets.append(value)
+            self.secret_names[value] = name
+        return value
+
+    def resolve_args(self, value):
+        """A run's stored arguments as its program receives them: secrets passed by name are read."""
+        return from_markers(value, self.read_secret)
+
+    def _for_another_run(self, value):
+        """`value` as another run stores it: secrets by name (markers), never by value."""
+        return to_markers(value, self.secret_names)
 
     # --- pure effects: one commit ------------------------------------------
 
-    def _pure(self, name, args, compute):
-        seq, rec = self._next(name, args)
+    def _pure(self, eff, args):
+        name = eff.name
+        seq, rec = self._next(name, args, eff)
+        if eff.secret:  # read at every execution, never journaled: the entry holds the name only
+            value = self.read_secret(args["name"])
+            if "_new" in rec:
+                self._record(seq, name, rec, "completed", result=None, data={"masked": True})
+            return value
         if "_new" not in rec:
-            return self._decode(rec["result"])
-        value = compute()
+            return self._decode(rec)
+        value = eff.perform(args, self._pure_ctx)
         self._record(seq, name, rec, "completed", result=value)
-        return value
-
-    def _now(self, args):
-        return self._pure("now", args, self.clock.now_ns)
-
-    def _random(self, args):
-        return self._pure("random", args, _random.random)
-
-    def _uuid(self, args):
-        return self._pure("uuid", args, lambda: str(_uuid.uuid4()))
-
-    def _env(self, args):
-        return self._pure("env", args, lambda: os.environ.get(args["name"], args["default"]))
-
-    def _secret(self, args):
-        """Read at every execution, never journaled: the entry holds the name only."""
-        name = args["name"]
-        seq, rec = self._next("secret", args)
-        value = os.environ.get(name)
-        path = os.environ.get(name + "_FILE")
-        if value is None and path:
-            try:
-                with open(path, encoding="utf-8") as f:
-                    value = f.read().rstrip("\n")
-            except OSError as e:
-                raise BuiltinError(f"secret(): cannot read {name}_FILE={path}: {e.strerror}") from None
-        if value is None:
-            raise BuiltinError(f"secret(): environment variable {name} (or {name}_FILE) is not set")
-        if value and value not in self.secrets:
-            self.secrets.append(value)
-        if "_new" in rec:
-            self._record(seq, "secret", rec, "completed", result=None, data={"masked": True})
         return value
 
     # --- outside effects: started, performed, completed ---------------------
 
-    def _outside(self, name, args, module, key_seq=None):
-        seq, rec = self._next(name, args)
+    def _outside(self, eff, args, key_seq=None):
+        name = eff.name
+        seq, rec = self._next(name, args, eff)
         if "_new" in rec:
             self._record(seq, name, rec, "started")
             reexecuted = False
@@ -370,10 +362,10 @@ class Gate:
         elif rec["status"] == "failed":
             raise BuiltinError(f"{name}(): {rec['error']}")  # as the first execution did
         else:
-            return seq, self._decode(rec["result"])
+            return seq, self._decode(rec)
         ctx = self._context(seq, key_seq)
         try:
-            result = module.perform(args, ctx)
+            result = eff.perform(args, ctx)
         except EffectError as e:  # can never succeed as written: record the error, then fail the run
             self._complete(seq, None, reexecuted=reexecuted, error=mask(str(e), self.secrets), status="failed")
             raise
@@ -381,9 +373,10 @@ class Gate:
         self._complete(seq, result, reexecuted=reexecuted)
         return seq, loads(canonical(result))  # as replay returns it (sorted keys)
 
-    def _with_retry(self, name, args, module):
-        from flowmetal.engine import retry as retry_mod
-
+    def _with_retry(self, eff, args):
+        name = eff.name
+        if not eff.retry:
+            return self._outside(eff, args)[1]
         policy = None
         if args.get("retry") is not None:
             try:
@@ -392,16 +385,16 @@ class Gate:
                 raise BuiltinError(f"{name}(): argument retry: {str(e).removeprefix('retry_policy: ')}") from None
         attempt = 1
         first_seq = None  # every attempt sends the idempotency key of the first
-        call = {k: v for k, v in args.items() if k != "retry"}
+        call = {k: v for k, v in args.items() if k != "retry"}  # the policy is not part of the call
         while True:
             attempt_args = call if attempt == 1 else {**call, "attempt": attempt}
-            seq, result = self._outside(name, attempt_args, module, key_seq=first_seq)
+            seq, result = self._outside(eff, attempt_args, key_seq=first_seq)
             first_seq = first_seq or seq
             if result.get("ok") or policy is None or attempt >= policy.attempts:
                 break
-            if not retry_mod.should_retry(policy, module.outcomes(result), module.RETRY_ON):
+            if not retry_mod.should_retry(policy, eff.outcomes(result), eff.retry_on):
                 break
-            delay = retry_mod.delay(policy, attempt, f"{self.run_id}:{first_seq}", module.retry_after(result))
+            delay = retry_mod.delay(policy, attempt, f"{self.run_id}:{first_seq}", eff.retry_after(result))
             self._timer("retry_delay", {"after": name, "attempt": attempt, "delay": delay}, delay)
             attempt += 1
         if not result.get("ok") and args.get("check", True):
@@ -411,17 +404,17 @@ class Gate:
             raise BuiltinError(f"{name}() failed{suffix}: {detail}" + (f"\nstderr: {tail}" if tail else ""))
         return result
 
-    def _sh(self, args):
-        from flowmetal.engine.effects import sh
-
-        return self._with_retry("sh", args, sh)
-
-    def _http(self, args):
-        from flowmetal.engine.effects import http
-
-        return self._with_retry("http", args, http)
-
     # --- waits ----------------------------------------------------------------
+
+    def _wait(self, eff, args):
+        spec = eff.perform(args, self._pure_ctx)
+        if isinstance(spec, Timer):
+            return self._timer(eff.name, args, spec.seconds, eff)
+        if isinstance(spec, SignalWait):
+            return self._wait_signal(eff, args, spec)
+        if isinstance(spec, ChildrenWait):
+            return self._wait_children(eff, args, spec)
+        raise TypeError(f"{eff.name}: a wait effect returned {spec!r}")
 
     def _wait_until(self, until):
         """Wait in place when the wait is short, else suspend. Returns when `until` has passed."""
@@ -433,8 +426,8 @@ class Gate:
             self._check_stop()
         return True
 
-    def _timer(self, name, args, seconds):
-        seq, rec = self._next(name, args)
+    def _timer(self, name, args, seconds, eff=None):
+        seq, rec = self._next(name, args, eff)
         if "_new" in rec:
             until = self.clock.now() + seconds
             rec = self._record(seq, name, rec, "started", data={"until": until})
@@ -444,33 +437,28 @@ class Gate:
         if self._wait_until(until):
             self._complete(seq, None)
             return None
-        self._suspend({"kind": "timer", "builtin": name, "until": until}, until)
+        self._suspend(WaitingFor(kind="timer", builtin=name, until=until), until)
 
-    def _sleep(self, args):
-        return self._timer("sleep", args, parse_duration(args["duration"]))
-
-    def _open_wait(self, name, args):
+    def _open_wait(self, eff, args, timeout, data=None):
         """The journal position of a wait with an optional `timeout`.
 
         Returns (seq, done, value, deadline): `done` with the recorded value when the
         wait already ended; else the deadline (None: no timeout), recorded on first call."""
-        seq, rec = self._next(name, args)
+        seq, rec = self._next(eff.name, args, eff)
         if "_new" in rec:
-            timeout = _duration(name, "timeout", args["timeout"])
             deadline = None if timeout is None else self.clock.now() + timeout
-            self._record(seq, name, rec, "started", data={"deadline": deadline})
+            self._record(seq, eff.name, rec, "started", data={**(data or {}), "deadline": deadline})
             return seq, False, None, deadline
         if rec["status"] != "started":
-            return seq, True, self._decode(rec["result"]), None
+            return seq, True, self._decode(rec), None
         return seq, False, None, loads(rec["data"])["deadline"]
 
-    def _wait_signal(self, args):
-        name = args["name"]
-        seq, done, value, deadline = self._open_wait("wait_signal", args)
+    def _wait_signal(self, eff, args, spec):
+        seq, done, value, deadline = self._open_wait(eff, args, spec.timeout)
         if done:
             return value
         with self.store.transaction():
-            signal = self.store.take_signal(self.run_id, name, seq)
+            signal = self.store.take_signal(self.run_id, spec.name, seq)
             if signal is not None:
                 payload = json.loads(signal["payload"])
                 self._complete(seq, payload)
@@ -478,34 +466,57 @@ class Gate:
         if deadline is not None and self._wait_until(deadline):
             self._complete(seq, None)
             return None
-        self._suspend({"kind": "signal", "name": name, "until": deadline}, deadline)
+        self._suspend(WaitingFor(kind="signal", name=spec.name, until=deadline), deadline)
 
-    def _spawn(self, args):
-        seq, rec = self._next("spawn", args)
-        if "_new" not in rec:
-            return self._decode(rec["result"])
-        with self.store.transaction():
-            child_id = self.hooks.spawn_child(self, seq, args["function"], args["args"], args["kwargs"])
-            self._record(seq, "spawn", rec, "completed", result=child_id)
-        return child_id
-
-    def _wait(self, args):
-        handles = args["handles"]
-        seq, done, value, deadline = self._open_wait("wait", args)
+    def _wait_children(self, eff, args, spec):
+        """Every child ended (or, with `any`, one): the results in handle order; children still
+        going show their state (pending, running, waiting) with ok False and no value."""
+        seq, done, value, deadline = self._open_wait(eff, args, spec.timeout)
         if done:
             return value
-        results = self.hooks.child_results(self, handles)
+        results = self.hooks.child_results(self, list(spec.handles))
         pending = [r["id"] for r in results if r["state"] not in ENDED]
         timed_out = deadline is not None and self.clock.now() >= deadline
-        if pending and not timed_out:
-            self._suspend({"kind": "children", "runs": pending, "until": deadline}, deadline)
+        enough = not pending or (spec.any and len(pending) < len(results))
+        if not enough and not timed_out:
+            self._suspend(WaitingFor(kind="children", runs=tuple(pending), any=spec.any, until=deadline), deadline)
         value = [{k: r[k] for k in ("error", "ok", "state", "value")} for r in results]  # replay's order
         self._complete(seq, value)
         return value
 
-    def _continue_as_new(self, args):
-        seq, rec = self._next("continue_as_new", args)
-        if "_new" in rec:
-            self._record(seq, "continue_as_new", rec, "completed", result=None)
-        self.stop = ("continue", args["kwargs"])
-        raise Stop("continue_as_new")
+    # --- deferred effects: a result delivered from outside ----------------------
+
+    def _deferred(self, eff, args):
+        """Record the effect as started with what it waits for, and suspend until someone
+        completes the entry (complete_effect, issue 11 item 2) or its deadline passes."""
+        spec = eff.perform(args, self._context(self.seq + 1))
+        if not isinstance(spec, Deferred):
+            raise TypeError(f"{eff.name}: a deferred effect returned {spec!r}")
+        seq, done, value, deadline = self._open_wait(eff, args, spec.timeout, data={"deferred": spec.detail})
+        if done:
+            return value
+        if deadline is not None and self.clock.now() >= deadline:
+            self._complete(seq, None)
+            return None
+        self._suspend(WaitingFor(kind="effect", seq=seq, builtin=eff.name, detail=spec.detail, until=deadline),
+                      deadline)
+
+    # --- control: the run tree ----------------------------------------------
+
+    def _control(self, eff, args):
+        request = eff.perform(args, self._pure_ctx)
+        seq, rec = self._next(eff.name, args, eff)
+        if isinstance(request, SpawnChild):
+            if "_new" not in rec:
+                return self._decode(rec)
+            with self.store.transaction():
+                child_id = self.hooks.spawn_child(self, seq, request.ref, self._for_another_run(request.args),
+                                                  self._for_another_run(request.kwargs))
+                self._record(seq, eff.name, rec, "completed", result=child_id)
+            return child_id
+        if isinstance(request, ContinueAsNew):
+            if "_new" in rec:
+                self._record(seq, eff.name, rec, "completed", result=None)
+            self.stop = Continue(self._for_another_run(request.kwargs))
+            raise Stop("continue_as_new")
+        raise TypeError(f"{eff.name}: a control effect returned {request!r}")

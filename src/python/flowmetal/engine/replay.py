@@ -11,9 +11,10 @@ from dataclasses import dataclass
 import starlark as sl
 
 from flowmetal.clock import SYSTEM
-from flowmetal.engine.gate import Gate, Stop
+from flowmetal.engine.gate import BuiltinError, Gate, Stop
 from flowmetal.engine.runner import Hooks, error_text
 from flowmetal.errors import LoadError, UserError
+from flowmetal.model import Continue, EndOfJournal, Nondeterminism, Suspend
 from flowmetal.lang.diagnostics import strip_prelude_frames
 from flowmetal.lang.loader import Program
 from flowmetal.lang.safe import guard
@@ -28,22 +29,25 @@ class ReplayReport:
 
 
 class ReplayGate(Gate):
-    def _next(self, name, args):
-        seq, rec = super()._next(name, args)
+    def _next(self, name, args, eff=None):
+        seq, rec = super()._next(name, args, eff)
         if "_new" in rec:
-            self.stop = ("end", seq - 1)
+            self.stop = EndOfJournal(seq - 1)
             raise Stop("end of journal")
         if rec["status"] == "started":
-            self.stop = ("end", seq)
+            self.stop = EndOfJournal(seq)
             raise Stop("open entry")
         return seq, rec
 
     def log(self, text, stream="log"):
         pass
 
-    def _secret(self, args):
-        seq, rec = self._next("secret", args)
-        return "***"
+    def read_secret(self, name):
+        """The secret when this process has it (replay then computes as the run did), else ***."""
+        try:
+            return super().read_secret(name)
+        except BuiltinError:
+            return "***"
 
 
 def replay_run(store, run, current=False):
@@ -61,15 +65,16 @@ def replay_run(store, run, current=False):
     try:
         module = program.load(run["file"])
         program.phase = "execution"
+        posargs = gate.resolve_args(json.loads(run["posargs"])) if run.get("posargs") else []
         guard(module.call_with, sl.EvalOptions(max_callstack_size=500), run["function"],  # panics: UserError
-                         *(json.loads(run["posargs"]) if run.get("posargs") else []), **json.loads(run["args"]))
+              *posargs, **gate.resolve_args(json.loads(run["args"])))
     except LoadError as e:
         return ReplayReport(False, "the code does not load:\n" + "\n".join(d.render() for d in e.diagnostics))
     except (sl.StarlarkError, Stop) as e:
         stop = gate.stop
-        if stop and stop[0] == "nondeterminism":
-            return ReplayReport(False, f"run {run['id']} DIVERGES when replayed against {where}:\n{stop[1]}")
-        if stop and stop[0] in ("end", "continue", "suspend"):
+        if isinstance(stop, Nondeterminism):
+            return ReplayReport(False, f"run {run['id']} DIVERGES when replayed against {where}:\n{stop.message}")
+        if isinstance(stop, (EndOfJournal, Continue, Suspend)):
             return ReplayReport(True, f"run {run['id']}: replayed {gate.replayed} of {total} journal entries "
                                       f"against {where}; no divergence")
         replayed = error_text(strip_prelude_frames(str(e), program._read))

@@ -15,6 +15,7 @@ from flowmetal.ids import new_run_id
 from flowmetal.lang.loader import Program, top_level_functions
 from flowmetal.lang.safe import guard
 from flowmetal.lang.workspace import PinnedSources
+from flowmetal.model import Cancel, Continue, Interrupt, Nondeterminism, Suspend
 from flowmetal.store.base import ENDED
 
 MAX_CALLSTACK = 500
@@ -72,11 +73,12 @@ class Execution:
             return self._end(run["cancel_requested"], error=run["cancel_requested"].replace("_", " "))
         texts = self.texts = self.store.pinned_sources(run["id"])
         program = Program(PinnedSources(texts), effect=gate.effect, log=gate.log)
-        kwargs = json.loads(run["args"])
-        posargs = json.loads(run["posargs"]) if run.get("posargs") else []
         options = sl.EvalOptions(check_cancelled=gate.cancel.is_set, max_callstack_size=MAX_CALLSTACK)
         try:
             try:
+                # secrets passed by name ({"$secret": NAME}) are read here, from this process's environment
+                kwargs = gate.resolve_args(json.loads(run["args"]))
+                posargs = gate.resolve_args(json.loads(run["posargs"])) if run.get("posargs") else []
                 module = program.load(run["file"])
                 if not program.function_exists(run["file"], run["function"]):
                     raise UserError(f"{run['file']} has no top-level function {run['function']!r}")
@@ -106,17 +108,15 @@ class Execution:
                     return "interrupted"
                 return self._end(reason, error=reason.replace("_", " "))
             return self._end("failed", error=error_text(strip_prelude_frames(str(error), self.texts.__getitem__)))
-        kind = stop[0]
-        if kind == "suspend":
-            _, waiting_for, wake_at = stop
-            return self._suspend(waiting_for, wake_at)
-        if kind == "continue":
-            return self._continue(stop[1])
-        if kind == "cancel":
-            return self._end(stop[1], error=stop[1].replace("_", " "))
-        if kind == "nondeterminism":
-            return self._end("failed", error=stop[1])
-        if kind == "interrupt":
+        if isinstance(stop, Suspend):
+            return self._suspend(stop.waiting_for, stop.wake_at)
+        if isinstance(stop, Continue):
+            return self._continue(stop.kwargs)
+        if isinstance(stop, Cancel):
+            return self._end(stop.state, error=stop.state.replace("_", " "))
+        if isinstance(stop, Nondeterminism):
+            return self._end("failed", error=stop.message)
+        if isinstance(stop, Interrupt):
             # Leave the run resumable: still 'running' but with no live owner.
             self.store.update_run(self.run["id"], if_owner=self.owner, lease_expires=0)
             return "interrupted"
@@ -127,18 +127,18 @@ class Execution:
         if run["deadline"] is not None:
             wake_at = run["deadline"] if wake_at is None else min(wake_at, run["deadline"])
         with store.transaction():
-            if waiting_for["kind"] == "signal":
-                if store.has_signal(run["id"], waiting_for["name"]):
+            if waiting_for.kind == "signal":
+                if store.has_signal(run["id"], waiting_for.name):
                     wake_at = now
-            elif waiting_for["kind"] == "children":
-                states = [store.get_run(c)["state"] for c in waiting_for["runs"]]
+            elif waiting_for.kind == "children":  # (any or all: one more ended child is worth a look)
+                states = [store.get_run(c)["state"] for c in waiting_for.runs]
                 if any(s in ENDED for s in states):
                     wake_at = now
             fresh = store.get_run(run["id"])
             if fresh["cancel_requested"]:
                 wake_at = now
             ok = store.update_run(run["id"], if_owner=self.owner, state="waiting", owner=None,
-                                  waiting_for=canonical(waiting_for), wake_at=wake_at, lease_expires=None)
+                                  waiting_for=waiting_for.to_json(), wake_at=wake_at, lease_expires=None)
         return "waiting" if ok else "lost"
 
     def _continue(self, kwargs):

@@ -6,6 +6,7 @@ Each is one transaction over the store.
 import json
 
 from flowmetal.codec import canonical
+from flowmetal.engine.gate import run_stamp
 from flowmetal.errors import UserError
 from flowmetal.ids import new_run_id
 from flowmetal.lang.loader import Program, split_function_ref, top_level_functions
@@ -42,6 +43,7 @@ def create_run(store, clock, *, file, function, args, texts, root_dir=None, time
         "parent_id": parent_id, "root_id": root_id or run_id, "continued_from": continued_from,
         "schedule": schedule, "fire_time": fire_time,
         "deadline": None if timeout is None else now + timeout,
+        **run_stamp(),  # the release, prelude and digest rule that start it (gate's)
     }
     with store.transaction():
         store.insert_run(run)

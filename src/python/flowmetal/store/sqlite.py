@@ -162,6 +162,13 @@ MIGRATIONS = [
     """,
     # 5: the HTTP API's tokens (hashes only) and idempotency keys (flowmetal.store.sqlite_api).
     sqlite_api.MIGRATION,
+    # 6: the release and prelude that started a run, and the digest rule its
+    # journal uses (engine/gate.py, doc/architecture.md "Digests"). NULL: recorded by 0.1.0.
+    """
+    ALTER TABLE runs ADD COLUMN flowmetal_version TEXT;
+    ALTER TABLE runs ADD COLUMN prelude_digest TEXT;
+    ALTER TABLE runs ADD COLUMN digest_version INTEGER;
+    """,
 ]
 
 _ENDED_SQL = ", ".join(f"'{state}'" for state in ENDED)  # for "state IN (...)"

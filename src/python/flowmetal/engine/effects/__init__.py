@@ -1,12 +1,14 @@
-"""Effect implementations: plain functions that do one thing in the outside world.
+"""Effect implementations: plain functions that do one thing, each declared in the
+registry (registry.py) with its kind, defaults and argument check.
 
 Contract (every effect module follows it):
 
-    def perform(args: dict, ctx: EffectContext) -> dict
+    @effect("name", KIND, params=..., validate=...)
+    def perform(args: dict, ctx: EffectContext) -> ...
 
-- `args` are the builtin's keyword arguments as JSON values, already validated
-  for type by the prelude; durations are still as the user wrote them
-  (use `flowmetal.durations.parse_duration`).
+- `args` are the builtin's keyword arguments as JSON values, already checked
+  by the effect's `validate` (once, by the gate); durations are still as the
+  user wrote them (use `flowmetal.durations.parse_duration`).
 - The return value is a JSON-able dict: the struct the workflow sees. Outcomes
   that are failures of the outside world (non-zero exit, HTTP 503, connection
   refused) are *results* with `ok = False` and an `error` text, never
@@ -34,6 +36,9 @@ class EffectContext:
     secrets: tuple = ()
     # log(stream, line): a line for the run's log ("stdout", "stderr", "log").
     log: Callable[[str, str], None] = lambda stream, line: None
+    # For pure effects: the clock (now) and the run's row (run_info), read-only.
+    clock: object = None
+    run: dict = field(default_factory=dict)
 
     @property
     def idempotency_key(self):

@@ -13,7 +13,7 @@ Documented limits and behaviour:
   Content-Type says) and not truncated, else None.
 - Request body: `json` (sent as compact UTF-8 JSON with
   `Content-Type: application/json` unless set) or `body` (a string, UTF-8);
-  both at once is an EffectError.
+  both at once is refused by `validate` (a BuiltinError, nothing recorded).
 - Headers: `Idempotency-Key: <run id>:<sequence>` is always sent unless the
   caller sets one; `User-Agent: flowmetal/<version>` unless set. Response
   header names are lower-cased; a repeated header is joined with ", ".
@@ -26,8 +26,10 @@ Documented limits and behaviour:
   when its timeout elapses.
 - Connection failures and timeouts are results (`status` None, `ok` false),
   never exceptions.
-- Secrets (`ctx.secrets`) are replaced by "***" in the returned body, header
-  values and error text; `json` is parsed from the masked body.
+- Secrets (`ctx.secrets`) are replaced by "***" in logged lines and error
+  text. Body, headers and `json` are returned as received: the gate masks
+  them when it records the result (doc/effects.md, "Secrets"); truncation
+  never cuts inside a secret.
 - `retry_after`: on 429 and 503, the delay a `Retry-After` header asks for,
   in seconds (delta-seconds, or an HTTP-date measured against the response's
   `Date` header, else the time it arrived); else None.
@@ -54,8 +56,9 @@ import httpx
 
 from flowmetal import __version__
 from flowmetal.durations import format_duration, parse_duration
-from flowmetal.errors import EffectError
+from flowmetal.engine.effects.registry import OUTSIDE, check, duration, effect, is_str_dict
 from flowmetal.engine.effects.sh import bounded_text, format_size
+from flowmetal.errors import EffectError
 
 BODY_LIMIT = 10 * 1024 * 1024
 DEFAULT_TIMEOUT = "30s"
@@ -65,17 +68,31 @@ _ssl_contexts = {}
 _ssl_lock = threading.Lock()
 
 
+def validate(args):
+    """The argument check, run once by the gate before anything is recorded."""
+    check(isinstance(args["url"], str) and args["url"], "http", "argument url must be a non-empty string")
+    method = args.get("method", "GET")
+    check(isinstance(method, str) and method.isalpha(), "http", f"argument method must be a word like \"GET\", got {method!r}")
+    check(is_str_dict(args.get("headers") or {}), "http", "argument headers must be a dict of strings to strings")
+    check(args.get("body") is None or isinstance(args["body"], str), "http", "argument body must be a string or None")
+    check(args.get("json") is None or args.get("body") is None, "http", "give json or body, not both")
+    check(isinstance(args.get("check", True), bool), "http", "argument check must be True or False")
+    duration("http", "timeout", args.get("timeout"))
+
+
+@effect("http", OUTSIDE, validate=validate, retry=True,
+        params={"method": "GET", "headers": {}, "json": None, "body": None, "timeout": DEFAULT_TIMEOUT,
+                "check": True, "retry": None},
+        v1=("url", "method", "headers", "json", "body", "timeout", "check"),
+        outcomes=lambda result: outcomes(result), retry_after=lambda result: retry_after(result),
+        retry_on=tuple(RETRY_ON))
 def perform(args, ctx):
-    """Send the request described by `args`; return the result dict (see the module docstring)."""
-    url = _check_url(args.get("url"), ctx)
+    """Send the request described by `args` (validated by `validate`); return the result dict
+    (see the module docstring)."""
+    url = _check_url(args["url"], ctx)
     method = args.get("method") or "GET"
-    if not isinstance(method, str) or not method.isalpha():
-        raise EffectError(f"http: method must be a word like \"GET\", got {method!r}")
     headers, content = _request_parts(args, ctx)
-    try:
-        timeout = parse_duration(DEFAULT_TIMEOUT if args.get("timeout") is None else args["timeout"], "http: timeout")
-    except ValueError as exc:
-        raise EffectError(str(exc)) from None
+    timeout = parse_duration(DEFAULT_TIMEOUT if args.get("timeout") is None else args["timeout"])
 
     started = time.monotonic()
     if ctx.cancelled.is_set():
@@ -169,8 +186,7 @@ def _ssl_context():
 
 
 def _check_url(url, ctx):
-    if not isinstance(url, str) or not url:
-        raise EffectError(f"http: url must be a non-empty string, got {url!r}")
+    """The parsed URL; an EffectError (recorded: the call can never succeed) when it is unusable."""
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
@@ -188,18 +204,13 @@ def _check_url(url, ctx):
 
 
 def _request_parts(args, ctx):
-    headers = args.get("headers") or {}
-    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-        raise EffectError("http: headers must be a dict of strings")
-    headers = dict(headers)
+    headers = dict(args.get("headers") or {})
     names = {name.lower() for name in headers}
     if "idempotency-key" not in names:
         headers["Idempotency-Key"] = ctx.idempotency_key
     if "user-agent" not in names:
         headers["User-Agent"] = f"flowmetal/{__version__}"
     json_value, body = args.get("json"), args.get("body")
-    if json_value is not None and body is not None:
-        raise EffectError("http: give json or body, not both")
     if json_value is not None:
         try:
             content = jsonlib.dumps(json_value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -209,8 +220,6 @@ def _request_parts(args, ctx):
             headers["Content-Type"] = "application/json"
         return headers, content.encode("utf-8")
     if body is not None:
-        if not isinstance(body, str):
-            raise EffectError(f"http: body must be a string, got {type(body).__name__}")
         return headers, body.encode("utf-8")
     return headers, None
 
@@ -239,12 +248,11 @@ def _response_result(response, kept, truncated, received, ctx):
     except LookupError:
         pass  # unknown charset: read it as UTF-8
     note = f"[flowmetal: body truncated at {format_size(BODY_LIMIT)}; the rest was not read]" if truncated else None
-    body = bounded_text(kept, BODY_LIMIT, ctx.mask, note)
+    body = bounded_text(kept, BODY_LIMIT, ctx.secrets, note)
     headers = {}
     for name, value in response.headers.multi_items():
         name = name.lower()
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    headers = {name: ctx.mask(value) for name, value in headers.items()}
     ok = status < 400
     after = None
     if status in (429, 503):

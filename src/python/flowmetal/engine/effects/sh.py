@@ -14,8 +14,11 @@ Documented limits and behaviour:
   "stderr"), for the first 1 MiB and at most `LOG_LINE_LIMIT` (10,000) lines
   per stream; then one note line says the rest is not logged. A line longer
   than `LOG_LINE_MAX` (64 KiB) is logged in pieces.
-- Secrets (`ctx.secrets`) are replaced by "***" in the returned stdout and
-  stderr and in every logged line (line by line).
+- Secrets (`ctx.secrets`) are replaced by "***" in every logged line (a line
+  logged in pieces is never cut inside a secret). The returned stdout and
+  stderr are what the command printed: the gate masks them when it records
+  the result, and gives the program the same text live and on replay
+  (doc/effects.md, "Secrets"). Truncation never cuts inside a secret.
 - Process group: the command runs in its own session and process group.
   A `timeout` or a cancellation (`ctx.cancelled`) sends SIGTERM to the whole
   group, then SIGKILL to whatever is left after `KILL_GRACE` (2 s).
@@ -51,6 +54,8 @@ import subprocess
 import time
 
 from flowmetal.durations import format_duration, parse_duration
+from flowmetal.engine.effects.registry import OUTSIDE, check, duration, effect, is_str_dict
+from flowmetal.engine.effects.secrets import safe_cut
 from flowmetal.errors import EffectError
 
 OUTPUT_LIMIT = 1024 * 1024
@@ -67,17 +72,38 @@ _CHUNK = 64 * 1024
 _POLL = 0.05
 
 
+def validate(args):
+    """The argument check, run once by the gate before anything is recorded."""
+    cmd = args["cmd"]
+    check((isinstance(cmd, str) and cmd.strip()) or (isinstance(cmd, list) and cmd and cmd[0]
+                                                     and all(isinstance(c, str) for c in cmd)),
+          "sh", f"argument cmd must be a non-empty string or a non-empty list of strings, got {cmd!r}")
+    env = args.get("env") or {}
+    check(is_str_dict(env), "sh", "argument env must be a dict of strings to strings")
+    for name, value in env.items():
+        check(name and "=" not in name and "\0" not in name, "sh", f"invalid environment variable name {name!r}")
+        check("\0" not in value, "sh", f"environment variable {name} must not contain NUL")
+    check(args.get("cwd") is None or isinstance(args["cwd"], str), "sh", "argument cwd must be a string or None")
+    check(args.get("stdin") is None or isinstance(args["stdin"], str), "sh", "argument stdin must be a string or None")
+    check(isinstance(args.get("check", True), bool), "sh", "argument check must be True or False")
+    duration("sh", "timeout", args.get("timeout"))
+
+
+@effect("sh", OUTSIDE, validate=validate, retry=True,
+        params={"env": {}, "cwd": None, "timeout": None, "stdin": None, "check": True, "retry": None},
+        v1=("cmd", "env", "cwd", "timeout", "stdin", "check"),
+        outcomes=lambda result: outcomes(result), retry_after=lambda result: retry_after(result),
+        retry_on=tuple(RETRY_ON))
 def perform(args, ctx):
-    """Run `args["cmd"]` and return its result dict (see the module docstring)."""
-    argv, shell = _argv(args.get("cmd"))
+    """Run `args["cmd"]` (validated by `validate`) and return its result dict (see the module docstring)."""
+    cmd = args["cmd"]
+    argv, shell = (["/bin/sh", "-c", cmd], True) if isinstance(cmd, str) else (list(cmd), False)
     env = command_env(args.get("env") or {}, ctx)
     cwd = args.get("cwd")
-    if cwd is not None and not (isinstance(cwd, str) and os.path.isdir(cwd)):
+    if cwd is not None and not os.path.isdir(cwd):
         raise EffectError(f"working directory does not exist: {cwd}")
-    timeout = _timeout(args.get("timeout"))
+    timeout = parse_duration(args["timeout"]) if args.get("timeout") is not None else None
     stdin = args.get("stdin")
-    if stdin is not None and not isinstance(stdin, str):
-        raise EffectError(f"sh: stdin must be a string, got {type(stdin).__name__}")
 
     started = time.monotonic()
     if ctx.cancelled.is_set():
@@ -133,29 +159,24 @@ def command_env(extra, ctx):
     for name in PASSED_THROUGH:
         if name in os.environ:
             env[name] = os.environ[name]
-    if not isinstance(extra, dict):
-        raise EffectError("sh: env must be a dict of strings")
-    for name, value in extra.items():
-        if not isinstance(name, str) or not name or "=" in name or "\0" in name:
-            raise EffectError(f"sh: invalid environment variable name {name!r}")
-        if not isinstance(value, str) or "\0" in value:
-            raise EffectError(f"sh: environment variable {name} must be a string")
-        env[name] = value
+    env.update(extra)  # (checked by validate)
     env["FLOWMETAL_IDEMPOTENCY_KEY"] = ctx.idempotency_key
     env["FLOWMETAL_RUN_ID"] = ctx.run_id
     return env
 
 
-def bounded_text(kept, limit, mask, note=None):
-    """Decode `kept` (UTF-8, replacing), mask it; with a `note`, cut to `limit` bytes and append it.
+def bounded_text(kept, limit, secrets, note=None):
+    """Decode `kept` (UTF-8, replacing); with a `note`, cut to `limit` bytes and append it.
 
-    `kept` may run past `limit` by a margin at least as long as the longest
-    secret, so that a secret straddling the cut is masked before cutting.
+    The text is returned as the command printed it: the gate masks secrets when it
+    records the result. The cut never splits a secret (it moves before it), so no part
+    of one is left unmasked: `kept` runs past `limit` by a margin at least as long as
+    the longest secret.
     """
-    text = mask(bytes(kept).decode("utf-8", "replace"))
     if note is None:
-        return text
-    return text.encode("utf-8")[:limit].decode("utf-8", "ignore") + "\n" + note
+        return bytes(kept).decode("utf-8", "replace")
+    cut = safe_cut(bytes(kept), limit, secrets)
+    return bytes(kept[:cut]).decode("utf-8", "ignore") + "\n" + note
 
 
 def format_size(n):
@@ -167,23 +188,6 @@ def format_size(n):
         if n < 1024:
             break
     return f"{n:.1f} {unit}"
-
-
-def _argv(cmd):
-    if isinstance(cmd, str) and cmd.strip():
-        return ["/bin/sh", "-c", cmd], True
-    if isinstance(cmd, (list, tuple)) and cmd and all(isinstance(a, str) for a in cmd) and cmd[0]:
-        return list(cmd), False
-    raise EffectError(f"sh: cmd must be a non-empty string or a list of strings, got {cmd!r}")
-
-
-def _timeout(value):
-    if value is None:
-        return None
-    try:
-        return parse_duration(value, "sh: timeout")
-    except ValueError as exc:
-        raise EffectError(str(exc)) from None
 
 
 def _home():
@@ -203,6 +207,7 @@ class _Capture:
         self._partial = b""
         self._lines = 0
         self._logging = True
+        self.margin = max((len(v.encode("utf-8")) for v in ctx.secrets if v), default=0)
 
     def feed(self, data):
         room = self.keep - len(self.kept)
@@ -217,24 +222,37 @@ class _Capture:
 
     def finish(self):
         if self._logging and self._partial:
-            self._emit(self._partial)
+            self._pieces(self._partial, True)
         self._partial = b""
 
     def text(self):
         more = self.total - OUTPUT_LIMIT
         note = f"[flowmetal: output truncated, {format_size(more)} more not shown]" if more > 0 else None
-        return bounded_text(self.kept, OUTPUT_LIMIT, self.ctx.mask, note)
+        return bounded_text(self.kept, OUTPUT_LIMIT, self.ctx.secrets, note)
 
     def _log_bytes(self, chunk):
         *lines, rest = (self._partial + chunk).split(b"\n")
         for line in lines:
             if not self._logging:
                 return
-            self._emit(line)
-        while self._logging and len(rest) >= LOG_LINE_MAX:
-            self._emit(rest[:LOG_LINE_MAX])
-            rest = rest[LOG_LINE_MAX:]
-        self._partial = rest if self._logging else b""
+            self._pieces(line, True)
+        # A piece is cut only once the rest runs a secret's length past the cut, so that a
+        # secret straddling it is seen whole and the cut moves before it (masked in one piece).
+        self._partial = self._pieces(rest, False) if self._logging else b""
+
+    def _pieces(self, raw, final):
+        """Log `raw` in pieces of at most LOG_LINE_MAX bytes, none cut inside a secret. A
+        `final` line is logged whole; of a partial one, the rest is returned, kept until a
+        secret straddling the next cut can be seen whole."""
+        keep = 0 if final else self.margin
+        while self._logging and len(raw) >= LOG_LINE_MAX + keep + (1 if final else 0):
+            cut = safe_cut(raw, LOG_LINE_MAX, self.ctx.secrets) or LOG_LINE_MAX
+            self._emit(raw[:cut])
+            raw = raw[cut:]
+        if final and self._logging:
+            self._emit(raw)
+            return b""
+        return raw
 
     def _emit(self, raw):
         if self._lines >= LOG_LINE_LIMIT:
