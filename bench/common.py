@@ -34,9 +34,8 @@ class Bench:
                           root_dir=str(self.dir))
 
     def claim(self, run_id):
-        now = SYSTEM.now()
-        self.store.update_run(run_id, wake_at=now)
-        run = self.store.claim_run(self.owner, now, now + 60, run_id=run_id)
+        self.store.wake(run_id)
+        run = self.store.claim(self.owner, 60, run_id=run_id)
         assert run is not None, "run not claimable"
         return run
 

@@ -61,9 +61,9 @@ def test_find_run_by_prefix(store):
 def test_only_the_owner_writes_the_journal(store):
     add_run(store, "r1")
     now = time.time()
-    claimed = store.claim_run("me", now, now + 30, run_id="r1")
+    claimed = store.claim("me", 30, run_id="r1")
     assert claimed["owner"] == "me" and claimed["executions"] == 1
-    assert store.claim_run("other", now, now + 30, run_id="r1") is None  # lease is current
+    assert store.claim("other", 30, run_id="r1") is None  # lease is current
     entry = {"run_id": "r1", "seq": 1, "builtin": "now", "args": "{}", "digest": "d", "status": "completed",
              "result": "1.0", "error": None, "data": None, "started_at": now, "ended_at": now}
     assert store.insert_journal(entry, "other") is False
@@ -71,7 +71,7 @@ def test_only_the_owner_writes_the_journal(store):
     assert store.update_journal("r1", 1, "other", status="failed") is False
     # the lease expires: another owner takes over, and the old one can no longer write
     store.update_run("r1", lease_expires=0)
-    assert store.claim_run("other", now, now + 30, run_id="r1")["owner"] == "other"
+    assert store.claim("other", 30, run_id="r1")["owner"] == "other"
     assert store.insert_journal({**entry, "seq": 2}, "me") is False
     assert [e["seq"] for e in store.journal("r1")] == [1]
 

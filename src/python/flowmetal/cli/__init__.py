@@ -72,12 +72,12 @@ def db_option(f):
 def open_db(db, root, paths=()):
     from flowmetal.durations import parse_duration
     from flowmetal.lang.workspace import default_db_path, root_for
-    from flowmetal.store import open_store
+    from flowmetal.store import open_store, private_dir
 
     root = root_for(paths, root)
     if db is None:
         db = default_db_path(root)
-        os.makedirs(os.path.dirname(db), exist_ok=True)
+        private_dir(os.path.dirname(db))  # (0700: the database is private)
     busy = os.environ.get("FLOWMETAL_BUSY_TIMEOUT")
     try:
         busy = None if not busy else parse_duration(busy, "FLOWMETAL_BUSY_TIMEOUT")
@@ -203,7 +203,10 @@ def _drive(store, run_id, concurrency):
         return EXIT_INTERRUPTED
     worker.shutdown()
     follower.poll()
-    return follower.finish()
+    code = follower.finish()
+    from flowmetal.model import is_internal_error
+
+    return InternalError.exit_code if is_internal_error(store.get_run(follower.tip)) else code
 
 
 @cli.command()
@@ -322,21 +325,33 @@ def resume(run_refs, concurrency, db, root):
 @click.option("--concurrency", default=4, show_default=True, help="Runs executed at once.")
 @click.option("--until-idle", is_flag=True,
               help="Exit once nothing is left but runs waiting for signals (runs on timers keep it going).")
+@click.option("--grace", default="10s", show_default=True,
+              help="On SIGTERM, how long running effects may take to finish before runs are interrupted.")
 @db_option
-def worker(concurrency, until_idle, db, root):
-    """Execute queued, due and orphaned runs."""
+def worker(concurrency, until_idle, grace, db, root):
+    """Execute queued, due and orphaned runs.
+
+    SIGTERM stops claiming, lets running effects finish within --grace, interrupts
+    the rest (ending their commands' process groups) and exits 0, leaving unfinished
+    runs resumable.
+    """
     from flowmetal.cli.render import worker_event
+    from flowmetal.durations import parse_duration
     from flowmetal.engine.worker import Worker
 
+    try:
+        grace_seconds = parse_duration(grace, "--grace")
+    except ValueError as e:
+        raise CliError(str(e))
     store, _ = open_db(db, root)
     w = Worker(store, SYSTEM, concurrency=concurrency, on_event=worker_event)
     click.echo(f"worker {w.owner} started (concurrency {concurrency})", err=True)
     try:
-        w.run_forever(idle_exit=until_idle)
+        code = w.serve(idle_exit=until_idle, grace=grace_seconds)
     except KeyboardInterrupt:
         w.shutdown(interrupt=True)
         sys.exit(EXIT_INTERRUPTED)
-    w.shutdown()
+    sys.exit(code)
 
 
 @cli.command()
