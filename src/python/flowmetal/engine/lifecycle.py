@@ -125,7 +125,7 @@ def release(store, run, owner):
 def internal_error_text(exc):
     """The error of a run that a bug of ours failed: names itself, the exception and where."""
     where = ""
-    frames = traceback.extract_tb(exc.__traceback__)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.endswith("faults.py")]
     if frames:
         last = frames[-1]
         where = f" in {last.name} ({last.filename.rsplit('/', 1)[-1]}:{last.lineno})"
