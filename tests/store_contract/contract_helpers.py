@@ -1,6 +1,15 @@
-"""Helpers of the store contract suite: a hand-moved clock, rows to insert."""
+"""The store contract suite's backends, fixtures and helpers (store/base.py says what each
+method promises; the test_contract_*.py modules check it).
+
+To add a backend, add one entry to BACKENDS: a function (tmp_path, clock) -> store.
+Every contract test then runs against it too. (Fixtures live here, imported by the
+test modules, not in a conftest.py: a second module named `conftest` would shadow
+tests/conftest.py for the tests that import from it.)
+"""
 
 import threading
+
+import pytest
 
 from flowmetal.clock import Clock
 
@@ -48,3 +57,38 @@ def add_run(store, clock, run_id, state="pending", parent_id=None, root_id=None,
 def entry(run_id, seq, status="completed", result="1"):
     return {"run_id": run_id, "seq": seq, "builtin": "now", "args": "{}", "digest": f"d{seq}", "status": status,
             "result": result, "error": None, "data": None, "started_at": 1.0, "ended_at": 1.0}
+
+def _sqlite(tmp_path, clock):
+    from flowmetal.store.sqlite import SqliteStore
+
+    return SqliteStore(tmp_path / "contract.db", clock=clock)
+
+
+BACKENDS = {
+    "sqlite": _sqlite,
+}
+
+
+@pytest.fixture
+def clock():
+    return ManualClock()
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request):
+    return BACKENDS[request.param]
+
+
+@pytest.fixture
+def store(backend, tmp_path, clock):
+    st = backend(tmp_path, clock)
+    yield st
+    st.close()
+
+
+@pytest.fixture
+def other(backend, tmp_path, clock, store):
+    """A second store on the same database: another process, as far as the contract goes."""
+    st = backend(tmp_path, clock)
+    yield st
+    st.close()

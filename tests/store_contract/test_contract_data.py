@@ -1,7 +1,7 @@
 """Signals, journal, logs, blobs, sources, schedules and fires, retention: every backend."""
 
 import pytest
-from contract_helpers import add_run, entry
+from contract_helpers import add_run, backend, clock, entry, other, store  # noqa: F401 (fixtures)
 
 from flowmetal.errors import StoreError
 

@@ -2,7 +2,7 @@
 
 import threading
 
-from contract_helpers import add_run, entry
+from contract_helpers import add_run, backend, clock, entry, other, store  # noqa: F401 (fixtures)
 
 from flowmetal.model import WaitingFor
 
