@@ -87,9 +87,8 @@ class Bench:
                                root_dir=str(self.dir)) for args in args_list]
 
     def claim(self, run_id):
-        now = SYSTEM.now()
-        self.store.update_run(run_id, wake_at=now)
-        run = self.store.claim_run(self.owner, now, now + 60, run_id=run_id)
+        self.store.wake(run_id)
+        run = self.store.claim(self.owner, 60, run_id=run_id)
         assert run is not None, "run not claimable"
         return run
 
@@ -225,8 +224,7 @@ def new_run_in(store, file, function, args, texts):
 def execute_claimed(store, run_id, owner=None):
     """Claim a pending run on `store` and execute it once; returns (state, seconds)."""
     owner = owner or make_owner()
-    now = SYSTEM.now()
-    run = store.claim_run(owner, now, now + 3600, run_id=run_id)
+    run = store.claim(owner, 3600, run_id=run_id)
     assert run is not None, "run not claimable"
     t0 = time.perf_counter()
     state = Execution(store, run, owner, SYSTEM).execute()

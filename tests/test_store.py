@@ -61,9 +61,9 @@ def test_find_run_by_prefix(store):
 def test_only_the_owner_writes_the_journal(store):
     add_run(store, "r1")
     now = time.time()
-    claimed = store.claim_run("me", now, now + 30, run_id="r1")
+    claimed = store.claim("me", 30, run_id="r1")
     assert claimed["owner"] == "me" and claimed["executions"] == 1
-    assert store.claim_run("other", now, now + 30, run_id="r1") is None  # lease is current
+    assert store.claim("other", 30, run_id="r1") is None  # lease is current
     entry = {"run_id": "r1", "seq": 1, "builtin": "now", "args": "{}", "digest": "d", "status": "completed",
              "result": "1.0", "error": None, "data": None, "started_at": now, "ended_at": now}
     assert store.insert_journal(entry, "other") is False
@@ -71,7 +71,7 @@ def test_only_the_owner_writes_the_journal(store):
     assert store.update_journal("r1", 1, "other", status="failed") is False
     # the lease expires: another owner takes over, and the old one can no longer write
     store.update_run("r1", lease_expires=0)
-    assert store.claim_run("other", now, now + 30, run_id="r1")["owner"] == "other"
+    assert store.claim("other", 30, run_id="r1")["owner"] == "other"
     assert store.insert_journal({**entry, "seq": 2}, "me") is False
     assert [e["seq"] for e in store.journal("r1")] == [1]
 
@@ -190,3 +190,85 @@ def test_seconds_recorded_by_schema_2_become_nanoseconds_that_divide_back_exactl
     for _ in range(5000):
         seconds = (time.time_ns() + rng.randint(-10**17, 10**17)) / 1e9  # what time.time() gives
         assert seconds_to_ns(repr(seconds)) / 1e9 == seconds
+
+
+# --- file modes (issue 12 item 8) -----------------------------------------------
+
+MODES = textwrap.dedent("""
+    import os, stat, sys
+    os.umask(0)  # the most permissive umask: the modes must not depend on it
+    from flowmetal.store import private_dir
+    from flowmetal.store.sqlite import SqliteStore
+    d = private_dir(sys.argv[1])
+    st = SqliteStore(os.path.join(d, "flowmetal.db"))
+    st.insert_run({"id": "r1", "file": "w.star", "function": "main", "args": "{}", "state": "pending",
+                   "created_at": 1.0, "root_id": "r1"})
+    st.list_runs()  # (the -wal and -shm files exist while a connection is open)
+    for name in ("", "flowmetal.db", "flowmetal.db-wal", "flowmetal.db-shm"):
+        print(name or ".", oct(stat.S_IMODE(os.stat(os.path.join(d, name)).st_mode)))
+""")
+
+
+def test_the_database_its_wal_and_shm_are_private_whatever_the_umask(tmp_path):
+    script = tmp_path / "modes.py"
+    script.write_text(MODES)
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "ws" / ".flowmetal")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:4] == [". 0o700", "flowmetal.db 0o600", "flowmetal.db-wal 0o600",
+                                        "flowmetal.db-shm 0o600"]
+
+
+def test_the_cli_creates_a_private_database_directory(tmp_path):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "w.star").write_text("def main():\n    return 1\n")
+    env = {k: v for k, v in os.environ.items() if k != "FLOWMETAL_DB"}
+    r = subprocess.run([sys.executable, "-c", "import os, sys; os.umask(0); from flowmetal.cli import main; "
+                        "sys.argv = ['flowmetal', 'run', 'w.star']; main()"],
+                       cwd=ws, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert oct(os.stat(ws / ".flowmetal").st_mode & 0o777) == "0o700"
+    assert oct(os.stat(ws / ".flowmetal" / "flowmetal.db").st_mode & 0o777) == "0o600"
+
+
+# --- reading while another process writes (issue 12 item 14) ---------------------------
+
+def test_a_read_only_store_reads_while_another_connection_holds_the_write_lock(tmp_path):
+    path = tmp_path / "ro.db"
+    st = SqliteStore(path)
+    add_run(st, "r1")
+    st.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # what a busy worker or scheduler holds
+    holder.execute("UPDATE runs SET error = 'uncommitted' WHERE id = 'r1'")
+    try:
+        t0 = time.time()
+        ro = SqliteStore(path, readonly=True, busy_timeout_ms=5000)
+        assert [r["id"] for r in ro.list_runs()] == ["r1"] and ro.get_run("r1")["error"] is None
+        with ro.transaction():  # a snapshot, not the write lock
+            assert ro.find_run("r1")["state"] == "pending"
+        with pytest.raises(StoreError):
+            add_run(ro, "r2")  # it never writes
+        ro.close()
+        rw = SqliteStore(path, busy_timeout_ms=5000)  # a current schema is opened without the lock too
+        assert rw.get_run("r1")["state"] == "pending"
+        rw.close()
+        assert time.time() - t0 < 2.5  # neither waited for the 5 s busy timeout
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_a_read_only_store_refuses_a_schema_that_needs_migrating_or_a_missing_file(tmp_path):
+    path = tmp_path / "old.db"
+    SqliteStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="schema version 3, older than .* cannot be migrated when opened read-only"):
+        SqliteStore(path, readonly=True)
+    with pytest.raises(StoreError, match="no database at"):
+        SqliteStore(tmp_path / "none.db", readonly=True)
+    assert not (tmp_path / "none.db").exists()

@@ -71,6 +71,90 @@ class WaitingFor:
         return cls(**{k: v for k, v in doc.items() if k in known})
 
 
+# --- a run -------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One row of the runs table, typed: `state` is a RunState, `waiting_for` a WaitingFor.
+
+    The engine works on these (`Run.from_row(store row)`). For the code that
+    still reads rows as dicts, a Run also answers `run["id"]` and `run.get(...)`
+    with the stored values (a state as its text, waiting_for as its JSON).
+    """
+
+    id: str
+    file: str
+    function: str
+    args: str = "{}"
+    posargs: str | None = None
+    state: RunState = RunState.PENDING
+    result: str | None = None
+    error: str | None = None
+    created_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    updated_at: float | None = None
+    root_dir: str | None = None
+    parent_id: str | None = None
+    root_id: str | None = None
+    continued_from: str | None = None
+    continued_as: str | None = None
+    schedule: str | None = None
+    fire_time: float | None = None
+    waiting_for: WaitingFor | None = None
+    wake_at: float | None = None
+    deadline: float | None = None
+    cancel_requested: str | None = None
+    owner: str | None = None
+    lease_expires: float | None = None
+    executions: int = 0
+    extra: dict = field(default_factory=dict)  # columns added later (e.g. the run's version)
+
+    @classmethod
+    def from_row(cls, row):
+        if row is None or isinstance(row, Run):
+            return row
+        known = cls.__dataclass_fields__
+        values = {k: v for k, v in row.items() if k in known and k != "extra"}
+        values["state"] = RunState(values.get("state") or "pending")
+        values["waiting_for"] = WaitingFor.from_json(values.get("waiting_for"))
+        extra = {k: v for k, v in row.items() if k not in known}
+        return cls(**values, extra=extra)
+
+    @property
+    def ended(self):
+        return self.state.ended
+
+    # mapping access, as the rows it replaces
+    def __getitem__(self, key):
+        if key in self.extra:
+            return self.extra[key]
+        if key not in self.__dataclass_fields__ or key == "extra":
+            raise KeyError(key)
+        value = getattr(self, key)
+        if key == "state":
+            return value.value
+        if key == "waiting_for":
+            return None if value is None else value.to_json()
+        return value
+
+    def get(self, key, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+
+INTERNAL_ERROR = "internal error: "
+"""How the error of a run that a bug of Flowmetal's failed begins (see lifecycle.fail_internal)."""
+
+
+def is_internal_error(run):
+    """Did a bug in Flowmetal (not the workflow) fail this run? `run`: a Run or a row."""
+    return run is not None and run["state"] == "failed" and (run["error"] or "").startswith(INTERNAL_ERROR)
+
+
 # --- why an execution stopped ------------------------------------------------
 #
 # The gate sets one of these as `gate.stop` and raises through the Starlark
@@ -121,6 +205,35 @@ class EndOfJournal:
     """Replay without effects reached the end of the recorded journal (`seq` entries)."""
 
     seq: int
+
+
+def stop_reason(stop):
+    """The typed stop reason for `stop`, which may still be the gate's old tuple form
+    (("suspend", waiting_for dict, wake_at), ("continue", kwargs), ("cancel", state),
+    ("lost",), ("interrupt",), ("nondeterminism", message)). None stays None."""
+    if stop is None or isinstance(stop, StopReason):
+        return stop
+    kind, *rest = stop
+    if kind == "suspend":
+        waiting_for, wake_at = rest
+        if isinstance(waiting_for, dict):
+            doc = dict(waiting_for)
+            doc["runs"] = tuple(doc.get("runs", ()))
+            waiting_for = WaitingFor(**{k: v for k, v in doc.items() if k in WaitingFor.__dataclass_fields__})
+        return Suspend(waiting_for, wake_at)
+    if kind == "continue":
+        return Continue(rest[0])
+    if kind == "cancel":
+        return Cancel(rest[0])
+    if kind == "lost":
+        return Lost()
+    if kind == "interrupt":
+        return Interrupt()
+    if kind == "nondeterminism":
+        return Nondeterminism(rest[0])
+    if kind == "end_of_journal":
+        return EndOfJournal(rest[0])
+    raise ValueError(f"unknown stop reason {stop!r}")
 
 
 StopReason = Suspend | Continue | Cancel | Lost | Interrupt | Nondeterminism | EndOfJournal

@@ -105,7 +105,7 @@ def open_db(db, root, paths=(), *, readonly=False, create=True):
     so it reads under WAL while another process writes.
     """
     from flowmetal.durations import parse_duration
-    from flowmetal.store import open_store
+    from flowmetal.store import open_store, private_dir
 
     path, root = db_location(db, root, paths)
     is_file = "://" not in path
@@ -113,7 +113,7 @@ def open_db(db, root, paths=(), *, readonly=False, create=True):
         if not create:
             raise NoDatabase(path)
         if db is None:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            private_dir(os.path.dirname(path))  # (0700: the database is private)
     busy = os.environ.get("FLOWMETAL_BUSY_TIMEOUT")
     try:
         busy = None if not busy else parse_duration(busy, "FLOWMETAL_BUSY_TIMEOUT")

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from flowmetal.cli.app import (
-    EXIT_FAILED, EXIT_INTERRUPTED, CliError, NoDatabase, cli, db_location, db_option, loads_json, open_db,
+    EXIT_FAILED, EXIT_INTERRUPTED, CliError, InternalError, NoDatabase, cli, db_location, db_option, loads_json,
+    open_db,
 )
 from flowmetal.clock import SYSTEM
 from flowmetal.codec import short
@@ -119,7 +120,10 @@ def drive(store, run_id, concurrency):
         return EXIT_INTERRUPTED
     worker.shutdown()
     follower.poll()
-    return follower.finish()
+    code = follower.finish()
+    from flowmetal.model import is_internal_error
+
+    return InternalError.exit_code if is_internal_error(store.get_run(follower.tip)) else code
 
 
 def resumable(store, now):

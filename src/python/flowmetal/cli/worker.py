@@ -4,7 +4,7 @@ import sys
 
 import click
 
-from flowmetal.cli.app import EXIT_INTERRUPTED, cli, db_option, open_db
+from flowmetal.cli.app import EXIT_INTERRUPTED, CliError, cli, db_option, open_db
 from flowmetal.clock import SYSTEM
 
 
@@ -12,18 +12,30 @@ from flowmetal.clock import SYSTEM
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(min=1), help="Runs executed at once.")
 @click.option("--until-idle", is_flag=True,
               help="Exit once nothing is left but runs waiting for signals (runs on timers keep it going).")
+@click.option("--grace", default="10s", show_default=True,
+              help="On SIGTERM, how long running effects may take to finish before runs are interrupted.")
 @db_option
-def worker(concurrency, until_idle, db, root):
-    """Execute queued, due and orphaned runs."""
+def worker(concurrency, until_idle, grace, db, root):
+    """Execute queued, due and orphaned runs.
+
+    SIGTERM stops claiming, lets running effects finish within --grace, interrupts
+    the rest (ending their commands' process groups) and exits 0, leaving unfinished
+    runs resumable.
+    """
     from flowmetal.cli.render import worker_event
+    from flowmetal.durations import parse_duration
     from flowmetal.engine.worker import Worker
 
+    try:
+        grace_seconds = parse_duration(grace, "--grace")
+    except ValueError as e:
+        raise CliError(str(e))
     store, _ = open_db(db, root)
     w = Worker(store, SYSTEM, concurrency=concurrency, on_event=worker_event)
     click.echo(f"worker {w.owner} started (concurrency {concurrency})", err=True)
     try:
-        w.run_forever(idle_exit=until_idle)
+        code = w.serve(idle_exit=until_idle, grace=grace_seconds)
     except KeyboardInterrupt:
         w.shutdown(interrupt=True)
         sys.exit(EXIT_INTERRUPTED)
-    w.shutdown()
+    sys.exit(code)

@@ -1,5 +1,9 @@
 """Executing one claimed run: load its pinned code, call its function through
 the gate, and record how the execution ended (completed, failed, waiting...).
+
+The gate says why an execution stopped with a typed reason (model.py: Suspend,
+Continue, Cancel, Lost, Interrupt, Nondeterminism); the runner reads it and
+asks engine/lifecycle.py for the matching state change.
 """
 
 import json
@@ -7,16 +11,16 @@ import json
 import starlark as sl
 
 from flowmetal.codec import canonical
+from flowmetal.engine import faults, lifecycle
 from flowmetal.engine import runs as run_ops
 from flowmetal.engine.gate import Gate, Stop, mask
 from flowmetal.errors import LoadError, UserError
-from flowmetal.lang.diagnostics import strip_prelude_frames
 from flowmetal.ids import new_run_id
+from flowmetal.lang.diagnostics import strip_prelude_frames
 from flowmetal.lang.loader import Program, top_level_functions
 from flowmetal.lang.safe import guard
 from flowmetal.lang.workspace import PinnedSources
-from flowmetal.model import Cancel, Continue, Interrupt, Nondeterminism, Suspend
-from flowmetal.store.base import ENDED
+from flowmetal.model import Cancel, Continue, Interrupt, Nondeterminism, Run, Suspend, stop_reason
 
 MAX_CALLSTACK = 500
 
@@ -44,7 +48,7 @@ class Hooks:
         return run_ops.create_run(
             self.store, self.clock, file=file, function=function, args=kwargs, posargs=args,
             texts=gate.run_id, root_dir=gate.run["root_dir"], parent_id=gate.run_id,
-            root_id=gate.run["root_id"], run_id=new_run_id(self.clock.now()),
+            root_id=gate.run["root_id"], run_id=new_run_id(self.clock.now(), self.clock),
         )
 
     def child_results(self, gate, handles):
@@ -61,29 +65,30 @@ class Execution:
     """One attempt at executing a run, from replay to the point where it stops."""
 
     def __init__(self, store, run, owner, clock):
-        self.store, self.run, self.owner, self.clock = store, run, owner, clock
-        self.gate = Gate(store, run, owner, clock, Hooks(store, clock))
+        self.store, self.run, self.owner, self.clock = store, Run.from_row(run), owner, clock
+        self.gate = Gate(store, self.run, owner, clock, Hooks(store, clock))
 
     def execute(self):
-        """Returns the state the run is left in."""
+        """Returns the state the run is left in (or "interrupted", "lost")."""
         run, gate = self.run, self.gate
-        if run["deadline"] is not None and self.clock.now() >= run["deadline"]:
+        if run.deadline is not None and self.clock.now() >= run.deadline:
             return self._end("timed_out", error="timed out")
-        if run["cancel_requested"]:
-            return self._end(run["cancel_requested"], error=run["cancel_requested"].replace("_", " "))
-        texts = self.texts = self.store.pinned_sources(run["id"])
+        if run.cancel_requested:
+            return self._end(run.cancel_requested, error=run.cancel_requested.replace("_", " "))
+        faults.point("execute")
+        texts = self.texts = self.store.pinned_sources(run.id)
         program = Program(PinnedSources(texts), effect=gate.effect, log=gate.log)
         options = sl.EvalOptions(check_cancelled=gate.cancel.is_set, max_callstack_size=MAX_CALLSTACK)
         try:
             try:
                 # secrets passed by name ({"$secret": NAME}) are read here, from this process's environment
-                kwargs = gate.resolve_args(json.loads(run["args"]))
-                posargs = gate.resolve_args(json.loads(run["posargs"])) if run.get("posargs") else []
-                module = program.load(run["file"])
-                if not program.function_exists(run["file"], run["function"]):
-                    raise UserError(f"{run['file']} has no top-level function {run['function']!r}")
+                kwargs = gate.resolve_args(json.loads(run.args))
+                posargs = gate.resolve_args(json.loads(run.posargs)) if run.posargs else []
+                module = program.load(run.file)
+                if not program.function_exists(run.file, run.function):
+                    raise UserError(f"{run.file} has no top-level function {run.function!r}")
                 program.phase = "execution"
-                value = guard(module.call_with, options, run["function"], *posargs, **kwargs).value  # panics: UserError
+                value = guard(module.call_with, options, run.function, *posargs, **kwargs).value  # panics: UserError
             finally:
                 module = None
                 program.close()
@@ -96,75 +101,37 @@ class Execution:
         try:
             result = canonical(value)
         except (TypeError, ValueError):
-            return self._end("failed", error=f"the result of {run['function']}() is not a JSON value: {value!r}")
+            return self._end("failed", error=f"the result of {run.function}() is not a JSON value: {value!r}")
         return self._end("completed", result=result)
 
     def _stopped(self, error):
-        stop = self.gate.stop
+        stop = stop_reason(self.gate.stop)  # (the gate may still set the old tuples)
         if stop is None:
             if self.gate.cancel.is_set():  # check_cancelled stopped a pure Starlark loop
                 reason = self.gate.cancel_reason or "cancelled"
                 if reason == "interrupt":
-                    return "interrupted"
+                    return self._interrupted()
                 return self._end(reason, error=reason.replace("_", " "))
             return self._end("failed", error=error_text(strip_prelude_frames(str(error), self.texts.__getitem__)))
         if isinstance(stop, Suspend):
-            return self._suspend(stop.waiting_for, stop.wake_at)
+            return lifecycle.suspend(self.store, self.clock, self.run, self.owner, stop.waiting_for, stop.wake_at)
         if isinstance(stop, Continue):
-            return self._continue(stop.kwargs)
+            return lifecycle.continue_as_new(self.store, self.clock, self.run, self.owner, stop.kwargs)
         if isinstance(stop, Cancel):
             return self._end(stop.state, error=stop.state.replace("_", " "))
         if isinstance(stop, Nondeterminism):
             return self._end("failed", error=stop.message)
         if isinstance(stop, Interrupt):
-            # Leave the run resumable: still 'running' but with no live owner.
-            self.store.update_run(self.run["id"], if_owner=self.owner, lease_expires=0)
-            return "interrupted"
-        return "lost"  # another process owns the run now
+            return self._interrupted()
+        return "lost"  # Lost: another process owns the run now (EndOfJournal only happens in replay)
 
-    def _suspend(self, waiting_for, wake_at):
-        run, store, now = self.run, self.store, self.clock.now()
-        if run["deadline"] is not None:
-            wake_at = run["deadline"] if wake_at is None else min(wake_at, run["deadline"])
-        with store.transaction():
-            if waiting_for.kind == "signal":
-                if store.has_signal(run["id"], waiting_for.name):
-                    wake_at = now
-            elif waiting_for.kind == "children":  # (any or all: one more ended child is worth a look)
-                states = [store.get_run(c)["state"] for c in waiting_for.runs]
-                if any(s in ENDED for s in states):
-                    wake_at = now
-            fresh = store.get_run(run["id"])
-            if fresh["cancel_requested"]:
-                wake_at = now
-            ok = store.update_run(run["id"], if_owner=self.owner, state="waiting", owner=None,
-                                  waiting_for=waiting_for.to_json(), wake_at=wake_at, lease_expires=None)
-        return "waiting" if ok else "lost"
+    def _interrupted(self):
+        """Leave the run resumable: still running, with no live owner."""
+        lifecycle.release(self.store, self.run, self.owner)
+        return "interrupted"
 
-    def _continue(self, kwargs):
-        run, store = self.run, self.store
-        with store.transaction():
-            new_id = run_ops.create_run(
-                store, self.clock, file=run["file"], function=run["function"], args=kwargs, texts=run["id"],
-                root_dir=run["root_dir"], parent_id=run["parent_id"], root_id=run["root_id"],
-                continued_from=run["id"], schedule=run["schedule"], fire_time=run["fire_time"],
-            )
-            state = self._end("completed", result="null", continued_as=new_id)
-        return state
-
-    def _end(self, state, result=None, error=None, **extra):
-        store, run = self.store, self.run
+    def _end(self, state, result=None, error=None):
         if self.gate.secrets:  # a secret never reaches the database, not even in an error
             error = mask(error, self.gate.secrets)
             result = mask(result, self.gate.secrets)
-        with store.transaction():
-            ok = store.update_run(run["id"], if_owner=self.owner, state=state, result=result, error=error,
-                                  ended_at=self.clock.now(), owner=None, waiting_for=None, wake_at=None,
-                                  lease_expires=None, **extra)
-            if not ok:
-                return "lost"
-            # Children do not outlive their parent (as Temporal's default parent-close policy).
-            for child in store.descendants(run["id"]):
-                run_ops._cancel_one(store, self.clock, child, "cancelled")
-            run_ops.notify_parent(store, self.clock, run)
-        return state
+        return lifecycle.end(self.store, self.clock, self.run, self.owner, state, result=result, error=error)

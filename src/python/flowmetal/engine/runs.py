@@ -1,14 +1,14 @@
 """Operations on runs that are not execution: create, signal, cancel, finish.
 
-Each is one transaction over the store.
+Each is one transaction over the store; the state changes themselves are in
+engine/lifecycle.py.
 """
 
 import json
 
 from flowmetal.codec import canonical
-from flowmetal.engine.gate import run_stamp
+from flowmetal.engine import lifecycle
 from flowmetal.errors import UserError
-from flowmetal.ids import new_run_id
 from flowmetal.lang.loader import Program, split_function_ref, top_level_functions
 from flowmetal.lang.workspace import DiskSources, file_name
 from flowmetal.store.base import ENDED
@@ -32,26 +32,10 @@ def create_run(store, clock, *, file, function, args, texts, root_dir=None, time
                parent_id=None, root_id=None, continued_from=None, schedule=None, fire_time=None,
                posargs=None, run_id=None):
     """Insert a pending run with its pinned sources (call inside a transaction or alone)."""
-    now = clock.now()
-    run_id = run_id or new_run_id(now)
-    if not isinstance(args, dict):
-        raise UserError("run arguments must be a JSON object")
-    run = {
-        "id": run_id, "file": file, "function": function, "args": canonical(args),
-        "posargs": None if not posargs else canonical(posargs),
-        "state": "pending", "created_at": now, "updated_at": now, "root_dir": root_dir,
-        "parent_id": parent_id, "root_id": root_id or run_id, "continued_from": continued_from,
-        "schedule": schedule, "fire_time": fire_time,
-        "deadline": None if timeout is None else now + timeout,
-        **run_stamp(),  # the release, prelude and digest rule that start it (gate's)
-    }
-    with store.transaction():
-        store.insert_run(run)
-        if isinstance(texts, str):
-            store.copy_sources(texts, run_id)
-        else:
-            store.pin_sources(run_id, texts)
-    return run_id
+    return lifecycle.create(store, clock, file=file, function=function, args=args, texts=texts,
+                            root_dir=root_dir, timeout=timeout, parent_id=parent_id, root_id=root_id,
+                            continued_from=continued_from, schedule=schedule, fire_time=fire_time,
+                            posargs=posargs, run_id=run_id)
 
 
 def send_signal(store, clock, run_ref, name, payload_text):
@@ -69,9 +53,7 @@ def send_signal(store, clock, run_ref, name, payload_text):
         if run["state"] in ENDED:
             raise UserError(f"run {run['id']} has ended ({run['state']}); it can receive no signal")
         store.insert_signal(run["id"], name, canonical(payload), clock.now())
-        waiting = json.loads(run["waiting_for"] or "null")
-        if run["state"] == "waiting" and waiting and waiting.get("kind") == "signal" and waiting.get("name") == name:
-            store.update_run(run["id"], wake_at=clock.now())
+        lifecycle.signal_arrived(store, run, name)
     return run["id"]
 
 
@@ -81,31 +63,11 @@ def cancel_run(store, clock, run_ref, state="cancelled"):
     run = store.find_run(run_ref)
     if run["state"] in ENDED:
         raise UserError(f"run {run['id']} has already ended ({run['state']})")
-    with store.transaction():
-        for rid in [run["id"], *store.descendants(run["id"])]:
-            _cancel_one(store, clock, rid, state)
+    lifecycle.cancel_tree(store, clock, run["id"], state)
     return run["id"]
 
 
-def _cancel_one(store, clock, run_id, state):
-    run = store.get_run(run_id)
-    if run is None or run["state"] in ENDED:
-        return
-    now = clock.now()
-    if run["state"] in ("pending", "waiting"):
-        store.update_run(run_id, state=state, ended_at=now, error=f"{state.replace('_', ' ')}",
-                         owner=None, lease_expires=None, wake_at=None, cancel_requested=state)
-        notify_parent(store, clock, run)
-    else:
-        store.update_run(run_id, cancel_requested=state)
-
-
-def notify_parent(store, clock, run):
-    """A child ended: a parent waiting on children is due now."""
-    if run.get("parent_id"):
-        parent = store.get_run(run["parent_id"])
-        if parent and parent["state"] == "waiting":
-            store.update_run(parent["id"], wake_at=clock.now())
+notify_parent = lifecycle.notify_parent  # (the name callers used before engine/lifecycle.py)
 
 
 def last_incarnation(store, run):

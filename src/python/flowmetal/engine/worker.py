@@ -2,33 +2,44 @@
 
 A run is runnable when it is pending, waiting with a wake time that has come,
 or running under a lease that expired. Runs owned by a dead process on this
-machine have their lease expired at once. A heartbeat thread renews the leases
-of the runs this process executes and passes cancellation and timeouts to them.
+machine are released at once. A heartbeat thread renews the leases of the runs
+this process executes and passes cancellation and timeouts to them; its errors
+go to stderr (rate-limited) and it keeps beating.
 
-Between claims the worker sleeps until the next wake time, but looks at
-`PRAGMA data_version` (a cheap counter that changes when another connection
-commits) every 100 ms, so a signal or a new run is seen within that time
-without querying tables at a high rate.
+Between claims the worker waits until the next wake time, but asks the store
+to `wait_for_change` meanwhile, so a signal or a new run is seen within about
+100 ms without querying tables at a high rate. All its time and pauses come
+from the injected clock.
+
+An exception of ours inside an execution fails that run with an internal error
+that says so (lifecycle.fail_internal) and releases it: it never stays
+`running` under a live owner. `serve` is the loop of `flowmetal worker`:
+SIGTERM drains it (`stop`): no new claims, effects in progress get the grace
+period to finish, then the rest is interrupted (their `sh` process groups are
+ended), every unfinished run stays resumable, and it returns 0.
 """
 
 import os
+import signal
 import socket
+import sys
 import threading
-import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+from flowmetal.clock import SYSTEM
+from flowmetal.engine import faults, lifecycle
 from flowmetal.engine.runner import Execution
 
-LEASE_SECONDS = 30.0
 HEARTBEAT_SECONDS = 0.5
 RENEW_EVERY = 5.0
-POLL_SECONDS = 0.1
 RESCAN_SECONDS = 2.0
+HARD_STOP = 2.5  # seconds of the grace period kept for interrupting what did not finish (sh needs 2 s to kill)
+ERROR_REPORT_EVERY = 10.0  # the heartbeat reports a repeated error at most this often
+LEASE_SECONDS = lifecycle.LEASE_SECONDS
 
 
-def make_owner():
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+def make_owner(clock=SYSTEM):
+    return f"{socket.gethostname()}:{os.getpid()}:{clock.token(8)}"
 
 
 def _pid_alive(pid):
@@ -42,7 +53,7 @@ def _pid_alive(pid):
 
 
 def expire_dead_local_owners(store):
-    """Runs owned by a process on this machine that no longer exists are taken over at once."""
+    """Runs owned by a process on this machine that no longer exists are released at once."""
     host = socket.gethostname()
     for run in store.running_runs():
         owner = run["owner"] or ""
@@ -50,20 +61,27 @@ def expire_dead_local_owners(store):
         if len(parts) == 3 and parts[0] == host and parts[1].isdigit():
             pid = int(parts[1])
             if pid != os.getpid() and not _pid_alive(pid):
-                store.update_run(run["id"], if_owner=owner, lease_expires=0)
+                lifecycle.release(store, run, owner)
+
+
+def _stderr(line):
+    print(line, file=sys.stderr, flush=True)
 
 
 class Worker:
-    def __init__(self, store, clock, concurrency=4, root_id=None, run_id=None, on_event=None):
+    def __init__(self, store, clock, concurrency=4, root_id=None, run_id=None, on_event=None, log=None):
         self.store, self.clock = store, clock
         self.concurrency = max(1, concurrency)
         self.root_id, self.run_id = root_id, run_id
-        self.owner = make_owner()
+        self.owner = make_owner(clock)
         self.on_event = on_event or (lambda kind, run, state=None: None)
+        self.log = log or _stderr
         self.active = {}  # run id -> Execution
         self.lock = threading.Lock()
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
+        self.hurry = threading.Event()
+        self._errors = {}  # heartbeat error text -> [last reported (monotonic), times since]
         self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="flowmetal-run")
         self._heartbeat = threading.Thread(target=self._beat, name="flowmetal-heartbeat", daemon=True)
         self._heartbeat.start()
@@ -71,28 +89,44 @@ class Worker:
     # --- heartbeat --------------------------------------------------------
 
     def _beat(self):
-        last_renew = 0.0
-        while not self.stopping.wait(HEARTBEAT_SECONDS):
+        last_renew = None
+        while not self.clock.wait(self.stopping, HEARTBEAT_SECONDS):
             try:
-                now = time.time()
-                if now - last_renew >= RENEW_EVERY:
-                    rows = self.store.renew_leases(self.owner, self.clock.now() + LEASE_SECONDS)
+                faults.point("heartbeat")
+                now = self.clock.monotonic()
+                if last_renew is None or now - last_renew >= RENEW_EVERY:
+                    rows = lifecycle.renew(self.store, self.owner)
                     last_renew = now
                 else:
                     rows = self.store.owned_runs(self.owner)
-                with self.lock:
-                    for run_id, cancel_requested, deadline in rows:
-                        ex = self.active.get(run_id)
-                        if ex is None or ex.gate.cancel.is_set():
-                            continue
-                        reason = cancel_requested
-                        if reason is None and deadline is not None and self.clock.now() >= deadline:
-                            reason = "timed_out"
-                        if reason:
-                            ex.gate.cancel_reason = reason
-                            ex.gate.cancel.set()
-            except Exception:  # the heartbeat must outlive a locked database
-                pass
+                self._pass_cancels(rows)
+            except Exception as e:  # the heartbeat must outlive a locked database: say so, keep beating
+                self._report(e)
+
+    def _pass_cancels(self, rows):
+        with self.lock:
+            for run_id, cancel_requested, deadline in rows:
+                ex = self.active.get(run_id)
+                if ex is None or ex.gate.cancel.is_set():
+                    continue
+                reason = cancel_requested
+                if reason is None and deadline is not None and self.clock.now() >= deadline:
+                    reason = "timed_out"
+                if reason:
+                    ex.gate.cancel_reason = reason
+                    ex.gate.cancel.set()
+
+    def _report(self, error):
+        """One stderr line per kind of heartbeat error, then at most one per ERROR_REPORT_EVERY."""
+        text = f"{type(error).__name__}: {error}"
+        now = self.clock.monotonic()
+        seen = self._errors.get(text)
+        if seen is None or now - seen[0] >= ERROR_REPORT_EVERY:
+            again = f" (and {seen[1]} more times)" if seen and seen[1] else ""
+            self.log(f"flowmetal worker {self.owner}: heartbeat: {text}{again}; retrying")
+            self._errors[text] = [now, 0]
+        else:
+            seen[1] += 1
 
     # --- the loop ---------------------------------------------------------
 
@@ -100,13 +134,12 @@ class Worker:
         """Claim and start as many runnable runs as there are free slots. Returns how many started."""
         started = 0
         while len(self.active) < self.concurrency and not self.stopping.is_set():
-            now = self.clock.now()
-            run = self.store.claim_run(self.owner, now, now + LEASE_SECONDS, root_id=self.root_id, run_id=self.run_id)
+            run = lifecycle.claim(self.store, self.owner, root_id=self.root_id, run_id=self.run_id)
             if run is None:
                 break
             ex = Execution(self.store, run, self.owner, self.clock)
             with self.lock:
-                self.active[run["id"]] = ex
+                self.active[run.id] = ex
             self.on_event("start", run)
             self.pool.submit(self._execute, ex)
             started += 1
@@ -115,22 +148,22 @@ class Worker:
     def _execute(self, ex):
         try:
             state = ex.execute()
-        except Exception as e:  # a bug of ours must not kill the worker; the run stays resumable
-            state = "error"
-            self.on_event("error", ex.run, repr(e))
+        except Exception as e:  # a bug of ours: fail the run saying so, never leave it running
+            state = lifecycle.fail_internal(self.store, self.clock, ex.run, self.owner, e)
+            self.on_event("error", ex.run, lifecycle.internal_error_text(e))
         finally:
             with self.lock:
-                self.active.pop(ex.run["id"], None)
+                self.active.pop(ex.run.id, None)
             self.wakeup.set()
         self.on_event("end", ex.run, state)
 
     def run_forever(self, until=None, idle_exit=False):
         """Loop until `until()` is true, or (idle_exit) nothing is left but runs waiting for events."""
-        version = None
-        last_scan = 0.0
+        last_scan = None
+        clock = self.clock
         while not self.stopping.is_set():
-            now = time.time()
-            if now - last_scan >= RESCAN_SECONDS:
+            now = clock.monotonic()
+            if last_scan is None or now - last_scan >= RESCAN_SECONDS:
                 expire_dead_local_owners(self.store)
                 last_scan = now
             self.step()
@@ -139,20 +172,23 @@ class Worker:
             if idle_exit and not self.active and not self.store.has_pending(self.root_id) \
                     and self.store.next_wake(self.root_id) is None:
                 break
-            # Sleep until something may have changed.
-            deadline = time.time() + RESCAN_SECONDS
+            # Wait until something may have changed.
+            wait = RESCAN_SECONDS
             wake = self.store.next_wake(self.root_id)
             if wake is not None:
-                deadline = min(deadline, time.time() + max(0.0, wake - self.clock.now()))
-            while time.time() < deadline and not self.stopping.is_set():
-                if self.wakeup.wait(POLL_SECONDS):
-                    self.wakeup.clear()
-                    break
-                current = self.store.data_version()
-                if version is not None and current != version:
-                    version = current
-                    break
-                version = current
+                wait = min(wait, max(0.0, wake - clock.now()))
+            if wait > 0 and not self.stopping.is_set():
+                self.store.wait_for_change(wait, self.wakeup)
+            self.wakeup.clear()
+
+    # --- stopping ---------------------------------------------------------
+
+    def request_stop(self, *_):
+        """Stop claiming (a signal handler); a second request hurries the drain."""
+        if self.stopping.is_set():
+            self.hurry.set()
+        self.stopping.set()
+        self.wakeup.set()
 
     def drain(self):
         """Stop claiming, and stop each running execution before its next effect: effects in
@@ -163,15 +199,53 @@ class Worker:
                 ex.gate.drain.set()
 
     def shutdown(self, interrupt=False, grace=5.0):
-        """Stop claiming. With `interrupt`, ask running executions to stop at their next effect
-        (their runs stay resumable); then wait up to `grace` seconds for them."""
+        """Stop claiming. With `interrupt`, ask running executions to stop at once (an effect
+        in progress is cancelled; their runs stay resumable); then wait up to `grace` seconds."""
         self.stopping.set()
         if interrupt:
             with self.lock:
                 for ex in self.active.values():
                     ex.gate.cancel_reason = "interrupt"
                     ex.gate.cancel.set()
-        end = time.time() + grace
-        while self.active and time.time() < end:
-            time.sleep(0.05)
+        end = self.clock.monotonic() + grace
+        while self.active and self.clock.monotonic() < end:
+            self.clock.sleep(0.05)
+        if self.active:
+            _end_process_groups()
         self.pool.shutdown(wait=not self.active, cancel_futures=True)
+
+    def stop(self, grace=10.0):
+        """Drain within `grace` seconds: effects in progress may finish until HARD_STOP (or half
+        the grace) before its end, then they are interrupted and their process groups ended."""
+        started = self.clock.monotonic()
+        deadline = started + grace
+        soft = deadline - min(HARD_STOP, grace / 2)
+        self.drain()
+        while self.active and self.clock.monotonic() < soft and not self.hurry.is_set():
+            self.clock.sleep(0.02)
+        self.shutdown(interrupt=True, grace=max(0.0, deadline - self.clock.monotonic()))
+
+    def serve(self, idle_exit=False, grace=10.0):
+        """`flowmetal worker`: run until idle (idle_exit) or SIGTERM, then drain (`stop`).
+        Returns the exit code: 0. (Ctrl-C still raises KeyboardInterrupt to the caller.)"""
+        old = None
+        if threading.current_thread() is threading.main_thread():
+            old = signal.signal(signal.SIGTERM, self.request_stop)
+        try:
+            self.run_forever(idle_exit=idle_exit)
+            self.stop(grace)
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGTERM, old)
+        return 0
+
+
+def _end_process_groups():
+    """SIGKILL the process groups of `sh` effects still running in this process."""
+    from flowmetal.engine.effects import sh
+
+    for pgid in list(sh.LIVE_GROUPS):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

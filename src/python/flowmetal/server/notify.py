@@ -1,9 +1,10 @@
 """`Changes`: wakes waiting requests (long-polled results, live logs) when the
 database changes, without each of them polling.
 
-One thread reads `PRAGMA data_version` every `POLL` seconds (a counter SQLite
-changes when another connection commits: the worker's threads, the CLI, another
-machine's process on the same file); when it moves, every waiter wakes and looks.
+One thread asks the store, `POLL` seconds at a time, whether another connection
+committed (`Store.wait_for_change`; for SQLite, `PRAGMA data_version` moving: the
+worker's threads, the CLI, another process on the same file); when it has,
+every waiter wakes and looks.
 """
 
 import asyncio
@@ -27,15 +28,14 @@ class Changes:
         self._thread.start()
 
     def _watch(self):
-        version = None
-        while not self.stopping.wait(self.poll):
+        while not self.stopping.is_set():
             try:
-                current = self.store.data_version()
+                changed = self.store.wait_for_change(self.poll, self.stopping)
             except Exception:  # a locked database: look again next time
+                self.stopping.wait(self.poll)
                 continue
-            if version is not None and current != version:
+            if changed and not self.stopping.is_set():
                 self._fire()
-            version = current
 
     def _fire(self):
         loop = self.loop

@@ -1,9 +1,17 @@
-"""Storage: one interface (`base.Store`), one implementation per database."""
+"""Storage: one contract (`base.Store`), one implementation per database."""
 
 
-def open_store(path, *, synchronous_full=False, busy_timeout=None):
-    """The store for a database path. `busy_timeout` (seconds): how long to wait for a lock."""
+def open_store(path, *, synchronous_full=False, busy_timeout=None, readonly=False, clock=None):
+    """The store for a database path. `busy_timeout` (seconds): how long to wait for a lock.
+    `readonly`: never take the write lock (see store/sqlite/__init__.py)."""
     from flowmetal.store.sqlite import SqliteStore
 
     ms = None if busy_timeout is None else int(busy_timeout * 1000)
-    return SqliteStore(path, synchronous_full=synchronous_full, busy_timeout_ms=ms)
+    return SqliteStore(path, synchronous_full=synchronous_full, busy_timeout_ms=ms, readonly=readonly, clock=clock)
+
+
+def private_dir(path):
+    """Create the database's directory (0700, whatever the umask) if it does not exist."""
+    from flowmetal.store.sqlite import private_dir as make
+
+    return make(path)

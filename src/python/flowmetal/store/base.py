@@ -1,25 +1,53 @@
-"""The storage interface every backend implements (SQLite now, PostgreSQL later).
+"""The storage contract every backend implements (SQLite now, PostgreSQL later).
 
-Rows cross this interface as plain dicts with JSON columns already decoded
-where noted. Several writes compose into one transaction:
+Rows cross this interface as plain dicts (`model.Run.from_row` types a run row).
+tests/store_contract/ checks every backend against this text.
 
-    with store.transaction():
-        store.insert_journal(...)
-        store.update_run(...)
+Transactions and isolation (what the engine relies on)
+------------------------------------------------------
+- Every method is atomic on its own: it commits alone, or, inside
+  `with store.transaction():`, with the rest of that block (all or nothing).
+  Transactions nest (an inner one joins the outer one).
+- A transaction is *serializable* with respect to writers: two transactions
+  that write never interleave; a `transaction()` takes the write lock when it
+  begins (SQLite: BEGIN IMMEDIATE; PostgreSQL: SERIALIZABLE, or row locks
+  taken by the same conditional statements). A read inside a transaction
+  sees the database as of that transaction, with its own writes.
+- A read outside a transaction sees a committed snapshot and never waits for
+  a writer (SQLite WAL). A read-only store (`readonly=True`) never takes the
+  write lock at all.
+- Every intent method that changes a run decides *and* writes in one
+  statement, conditional on the state it expects (the owner, the state), and
+  says with its return value whether it changed the run. So a check and its
+  effect can never be separated by another process's write.
 
-Outside `transaction()` each method commits on its own. Methods that change
-a run which is being executed take `owner` and change nothing (returning
-False) when the caller no longer owns the run: a process that lost its lease
-can never overwrite the work of the one that took over.
+Runs, leases and fencing
+------------------------
+A run is executed by the process that claimed it (its `owner`) while its
+lease lasts. Leases are stamped with the store's clock (`clock` of the
+store: SQLite uses the injected `Clock`; a server database may use its own
+now()), so processes never compare their own clocks with each other's
+leases. `claim` takes a pending run, a waiting run whose wake time has come,
+or a running run whose lease expired; never a running run with a live lease.
+Every write a run's execution makes (`insert_journal`, `update_journal`,
+`suspend_run`, `end_run` with an owner, `release`) names its owner and is
+refused (returns False, changes nothing) once that owner no longer holds the
+run: a process that lost its lease can never overwrite the work of the one
+that took over. The engine changes runs only through these intent methods
+(see engine/lifecycle.py); `update_run` is for tests and tools.
 """
 
 from abc import ABC, abstractmethod
 
-RUN_STATES = ("pending", "running", "waiting", "completed", "failed", "cancelled", "timed_out")
-ENDED = ("completed", "failed", "cancelled", "timed_out")
+from flowmetal.model import ENDED_STATES, RunState
+
+RUN_STATES = tuple(s.value for s in RunState)
+ENDED = tuple(s.value for s in RunState if s in ENDED_STATES)
 
 
 class Store(ABC):
+    clock = None  # the Clock that stamps leases, updated_at and written_at times
+
     # --- lifecycle
     @abstractmethod
     def transaction(self): """Context manager: one atomic transaction on this thread."""
@@ -29,7 +57,7 @@ class Store(ABC):
 
     # --- runs
     @abstractmethod
-    def insert_run(self, run: dict): ...
+    def insert_run(self, run: dict): """A new run row (pending); `num` is assigned by the store."""
 
     @abstractmethod
     def get_run(self, run_id: str) -> dict | None: ...
@@ -42,24 +70,51 @@ class Store(ABC):
     def list_runs(self, status=None, limit=50, parent_id=None, root_id=None) -> list: ...
 
     @abstractmethod
-    def update_run(self, run_id: str, *, if_owner=None, **fields) -> bool:
-        """Set columns of a run (`owner=` sets the owner column); with `if_owner`, only
-        if that owner still holds the run. Returns whether the run was changed."""
+    def descendants(self, run_id: str) -> list: """Ids of the children, their children, ..."""
+
+    # --- a run's life (intent methods; each is one conditional statement)
+    @abstractmethod
+    def claim(self, owner: str, lease_seconds: float, root_id=None, run_id=None) -> dict | None:
+        """Take one runnable run (pending; waiting and due; running with an expired lease),
+        oldest due first, optionally of the tree `root_id` or only `run_id`: it becomes
+        running, owned by `owner` until now + lease_seconds, executions + 1. None if none."""
 
     @abstractmethod
-    def claim_run(self, owner: str, now: float, lease_until: float, root_id=None, run_id=None) -> dict | None:
-        """Atomically take one runnable run: pending, waiting and due, or running with an expired lease."""
+    def renew_leases(self, owner: str, lease_seconds: float) -> list:
+        """Extend every lease `owner` holds to now + lease_seconds; return
+        [(id, cancel_requested, deadline)] of its runs."""
 
     @abstractmethod
-    def renew_leases(self, owner: str, until: float) -> list:
-        """Extend every lease held by `owner`; return [(id, cancel_requested, deadline)] of its runs."""
+    def release(self, run_id: str, owner: str) -> bool:
+        """`owner` gives the running run up without ending it: no owner, lease expired, so
+        any worker takes it over (an interrupt; an owner that died)."""
 
     @abstractmethod
-    def running_runs(self) -> list: ...
+    def suspend_run(self, run_id: str, owner: str, waiting_for: str, wake_at: float | None) -> bool:
+        """`owner`'s run waits: state waiting, no owner, `waiting_for` (WaitingFor JSON),
+        due at `wake_at` (None: only when woken)."""
+
+    @abstractmethod
+    def end_run(self, run_id: str, state: str, *, owner=None, result=None, error=None,
+                continued_as=None) -> bool:
+        """The run ends in `state` (an ended state). With `owner`: only while that owner
+        holds it running. Without: only if it is pending or waiting (nobody executes it)."""
+
+    @abstractmethod
+    def wake(self, run_id: str) -> bool:
+        """A waiting run is due now (a signal arrived, a child ended). False if not waiting."""
+
+    @abstractmethod
+    def request_cancel(self, run_id: str, state: str = "cancelled") -> bool:
+        """Record that the run must end as `state` (cancelled, timed_out); its owner sees it
+        through renew_leases/owned_runs. False if it has ended."""
 
     @abstractmethod
     def owned_runs(self, owner: str) -> list:
         """[(id, cancel_requested, deadline)] of the running runs `owner` holds (no lease change)."""
+
+    @abstractmethod
+    def running_runs(self) -> list: """[{id, owner, lease_expires}] of every running run."""
 
     @abstractmethod
     def next_wake(self, root_id=None) -> float | None: ...
@@ -69,8 +124,10 @@ class Store(ABC):
         """Whether any run (of the tree `root_id`) is pending or running."""
 
     @abstractmethod
-    def data_version(self) -> int:
-        """A counter that changes when another connection commits: a cheap "anything new?"."""
+    def wait_for_change(self, timeout: float, event=None) -> bool:
+        """Wait up to `timeout` seconds for another connection (or process) to commit, or
+        for `event` (a threading.Event) to be set. True if something changed; the first
+        call on a thread only starts watching. A cheap "anything new?"."""
 
     # --- sources
     @abstractmethod
@@ -82,16 +139,13 @@ class Store(ABC):
     @abstractmethod
     def copy_sources(self, from_run: str, to_run: str): ...
 
-    @abstractmethod
-    def descendants(self, run_id: str) -> list: ...
-
     # --- journal
     @abstractmethod
     def journal(self, run_id: str) -> list: ...
 
     @abstractmethod
     def insert_journal(self, entry: dict, owner: str) -> bool:
-        """Append one entry, a dict with every journal column: run_id, seq, builtin, args,
+        """Only while `owner` holds the run running (else False). Append one entry, a dict with every journal column: run_id, seq, builtin, args,
         digest, status, result, error, data, started_at, ended_at (None where unset)."""
 
     @abstractmethod

@@ -71,6 +71,8 @@ RETRY_ON = ["nonzero", "timeout", "signal"]
 _CHUNK = 64 * 1024
 _POLL = 0.05
 
+LIVE_GROUPS = set()  # process groups of commands running now: a stopping worker ends what is left
+
 
 def validate(args):
     """The argument check, run once by the gate before anything is recorded."""
@@ -130,7 +132,11 @@ def perform(args, ctx):
     err = _Capture("stderr", ctx, OUTPUT_LIMIT + extra)
     deadline = None if timeout is None else started + timeout
     data = stdin.encode("utf-8") if stdin is not None else None
-    reason = _supervise(proc, data, out, err, deadline, ctx)
+    LIVE_GROUPS.add(proc.pid)
+    try:
+        reason = _supervise(proc, data, out, err, deadline, ctx)
+    finally:
+        LIVE_GROUPS.discard(proc.pid)
     return _result(started, proc.returncode, out.text(), err.text(), reason, timeout, shell)
 
 

@@ -3,7 +3,7 @@ idempotency keys of `POST /runs`, the runs listing with cursor pagination, and t
 counts behind `/metrics`.
 
 `SqliteStore` mixes `ApiTables` in; its one migration (`MIGRATION`) is an entry of
-`flowmetal.store.sqlite.MIGRATIONS`. Only a token's SHA-256 is stored, never the token.
+`flowmetal.store.sqlite.schema.MIGRATIONS`. Only a token's SHA-256 is stored, never the token.
 """
 
 from flowmetal.store.base import RUN_STATES

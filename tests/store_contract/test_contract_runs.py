@@ -1,0 +1,135 @@
+"""Runs, claims, leases and fencing: every backend keeps these promises (store/base.py)."""
+
+import threading
+
+from contract_helpers import add_run, backend, clock, entry, other, store  # noqa: F401 (fixtures)
+
+from flowmetal.model import WaitingFor
+
+
+def test_a_pending_run_is_claimed_once_with_a_lease_from_the_stores_clock(store, other, clock):
+    add_run(store, clock, "r1")
+    got = store.claim("me", 30, run_id="r1")
+    assert got["owner"] == "me" and got["state"] == "running" and got["executions"] == 1
+    assert got["lease_expires"] == clock.now() + 30 and got["started_at"] == clock.now()
+    assert other.claim("other", 30) is None  # nothing else is runnable
+    assert other.claim("other", 30, run_id="r1") is None
+
+
+def test_a_live_lease_is_never_taken_over_and_an_expired_one_is(store, other, clock):
+    add_run(store, clock, "r1")
+    store.claim("me", 30, run_id="r1")
+    clock.advance(29.9)
+    assert other.claim("other", 30) is None
+    clock.advance(0.2)  # the lease has expired
+    got = other.claim("other", 30)
+    assert got["id"] == "r1" and got["owner"] == "other" and got["executions"] == 2
+
+
+def test_renewing_keeps_the_lease_live_and_reports_cancel_requests(store, other, clock):
+    add_run(store, clock, "r1")
+    store.claim("me", 30, run_id="r1")
+    clock.advance(25)
+    assert store.renew_leases("me", 30) == [("r1", None, None)]
+    clock.advance(25)
+    assert other.claim("other", 30) is None  # renewed 25 s ago, for 30
+    assert other.request_cancel("r1", "cancelled") is True
+    assert store.renew_leases("me", 30) == [("r1", "cancelled", None)]
+    assert store.owned_runs("me") == [("r1", "cancelled", None)]
+
+
+def test_a_former_owner_is_fenced_out_of_every_write(store, other, clock):
+    add_run(store, clock, "r1")
+    store.claim("me", 30, run_id="r1")
+    assert store.insert_journal(entry("r1", 1), "me") is True
+    clock.advance(31)
+    other.claim("other", 30, run_id="r1")
+    assert store.insert_journal(entry("r1", 2), "me") is False
+    assert store.update_journal("r1", 1, "me", status="failed") is False
+    assert store.suspend_run("r1", "me", WaitingFor("signal", name="go").to_json(), None) is False
+    assert store.end_run("r1", "completed", owner="me", result="1") is False
+    assert store.release("r1", "me") is False
+    row = other.get_run("r1")
+    assert row["owner"] == "other" and row["state"] == "running"
+    assert [e["seq"] for e in other.journal("r1")] == [1]
+    assert other.insert_journal(entry("r1", 2), "other") is True
+
+
+def test_concurrent_claims_give_each_run_to_exactly_one_owner(backend, tmp_path, clock, store):
+    for i in range(40):
+        add_run(store, clock, f"r{i:02d}")
+    got, stores = {}, [backend(tmp_path, clock) for _ in range(4)]
+
+    def claim_all(k):
+        while (run := stores[k].claim(f"o{k}", 30)) is not None:
+            got.setdefault(run["id"], []).append(k)
+
+    threads = [threading.Thread(target=claim_all, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for st in stores:
+        st.close()
+    assert sorted(got) == [f"r{i:02d}" for i in range(40)] and all(len(v) == 1 for v in got.values())
+
+
+def test_suspend_wake_and_claim_again(store, clock):
+    add_run(store, clock, "r1")
+    store.claim("me", 30, run_id="r1")
+    waiting = WaitingFor("timer", until=clock.now() + 60, builtin="sleep")
+    assert store.suspend_run("r1", "me", waiting.to_json(), clock.now() + 60) is True
+    row = store.get_run("r1")
+    assert (row["state"], row["owner"], row["lease_expires"]) == ("waiting", None, None)
+    assert WaitingFor.from_json(row["waiting_for"]) == waiting
+    assert store.next_wake() == clock.now() + 60
+    assert store.claim("me", 30) is None  # not due yet
+    assert store.wake("r1") is True
+    assert store.claim("me", 30)["id"] == "r1"
+    assert store.wake("r1") is False  # running, not waiting
+
+
+def test_end_run_by_its_owner_or_of_a_run_nobody_executes(store, clock):
+    add_run(store, clock, "a")
+    add_run(store, clock, "b")
+    add_run(store, clock, "c")
+    store.claim("me", 30, run_id="a")
+    assert store.end_run("a", "completed", owner="me", result='{"x":1}') is True
+    row = store.get_run("a")
+    assert (row["state"], row["result"], row["owner"], row["ended_at"]) == ("completed", '{"x":1}', None, clock.now())
+    assert store.end_run("a", "failed", owner="me") is False  # ended already
+    assert store.end_run("b", "cancelled", error="cancelled") is True  # pending: nobody executes it
+    assert store.get_run("b")["cancel_requested"] == "cancelled"
+    store.claim("me", 30, run_id="c")
+    assert store.end_run("c", "cancelled") is False  # running: only its owner ends it
+    assert store.request_cancel("c") is True and store.request_cancel("a") is False
+
+
+def test_release_leaves_the_run_running_and_claimable_at_once(store, other, clock):
+    add_run(store, clock, "r1")
+    store.claim("me", 30, run_id="r1")
+    assert store.release("r1", "me") is True
+    row = store.get_run("r1")
+    assert row["state"] == "running" and row["owner"] is None
+    assert other.claim("other", 30)["id"] == "r1"
+
+
+def test_tree_queries(store, clock):
+    add_run(store, clock, "p")
+    add_run(store, clock, "c1", parent_id="p", root_id="p")
+    add_run(store, clock, "c2", parent_id="c1", root_id="p")
+    add_run(store, clock, "x")
+    assert sorted(store.descendants("p")) == ["c1", "c2"]
+    assert store.has_pending("p") and store.claim("me", 30, root_id="p")["root_id"] == "p"
+    assert [r["id"] for r in store.list_runs(parent_id="p")] == ["c1"]
+    assert store.find_run("c2")["parent_id"] == "c1"
+
+
+def test_wait_for_change_sees_another_connections_commit(store, other, clock):
+    assert store.wait_for_change(0.01) is False  # starts watching
+    assert store.wait_for_change(0.01) is False
+    add_run(other, clock, "r1")
+    assert store.wait_for_change(1.0) is True
+    event = threading.Event()
+    event.set()
+    assert store.wait_for_change(5.0, event) is True  # the event ends the wait too
