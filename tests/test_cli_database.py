@@ -90,8 +90,8 @@ def test_read_only_commands_do_not_wait_for_a_writer(fm):
             assert r.returncode == 0, (args, r.stderr)
             assert time.monotonic() - t < 2.5, args
         assert "hello" in fm("logs", run_id).stdout
-        r = fm("cancel", run_id, env={"FLOWMETAL_BUSY_TIMEOUT": "1s"})  # a writer still waits, and says so
-        assert r.returncode == 2 and "locked" in r.stderr
+        r = fm("start", "hi.star", env={"FLOWMETAL_BUSY_TIMEOUT": "1s"})  # a writer still waits, and says so
+        assert r.returncode == 2 and "locked" in r.stderr, r.stderr
     finally:
         writer.execute("ROLLBACK")
         writer.close()
