@@ -31,7 +31,7 @@ def main():
 def drive(store, run_id, until=("completed", "failed", "waiting"), limit=20):
     end = time.time() + limit
     while time.time() < end:
-        run = store.claim_run(OWNER, SYSTEM.now(), SYSTEM.now() + 30, root_id=run_id)
+        run = store.claim(OWNER, 30, root_id=run_id)
         if run is not None:
             Execution(store, run, OWNER, SYSTEM).execute()
             continue
@@ -135,7 +135,7 @@ def test_wait_any_returns_when_one_child_has_ended(store):
     end = time.time() + 20
     while store.get_run(run_id)["state"] not in ("completed", "failed") and time.time() < end:
         now = SYSTEM.now()
-        run = store.claim_run(OWNER, now, now + 30)
+        run = store.claim(OWNER, 30)
         if run is not None:
             Execution(store, run, OWNER, SYSTEM).execute()
         else:

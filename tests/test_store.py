@@ -260,15 +260,22 @@ def test_a_read_only_store_reads_while_another_connection_holds_the_write_lock(t
         holder.close()
 
 
-def test_a_read_only_store_refuses_a_schema_that_needs_migrating_or_a_missing_file(tmp_path):
+def test_a_read_only_store_migrates_an_older_schema_once_and_refuses_a_missing_file(tmp_path):
     path = tmp_path / "old.db"
     SqliteStore(path).close()
-    conn = sqlite3.connect(path)
-    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    conn = sqlite3.connect(path)  # back to schema 5, as the release before migration 6 left it
+    for column in ("flowmetal_version", "prelude_digest", "digest_version"):
+        conn.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+    conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
-    with pytest.raises(StoreError, match="schema version 3, older than .* cannot be migrated when opened read-only"):
-        SqliteStore(path, readonly=True)
+    ro = SqliteStore(path, readonly=True)  # after an upgrade, `flowmetal runs` still works
+    assert ro.list_runs() == []
+    ro.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(len(MIGRATIONS))
+    assert "digest_version" in [r[1] for r in conn.execute("PRAGMA table_info(runs)")]
+    conn.close()
     with pytest.raises(StoreError, match="no database at"):
         SqliteStore(tmp_path / "none.db", readonly=True)
     assert not (tmp_path / "none.db").exists()

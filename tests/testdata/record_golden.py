@@ -43,7 +43,7 @@ def drive(store, root_id, until_state, limit=30.0):
     end = time.time() + limit
     while time.time() < end:
         now = SYSTEM.now()
-        run = store.claim_run(owner, now, now + 30, root_id=root_id)
+        run = store.claim(owner, 30, root_id=root_id)
         if run is not None:
             Execution(store, run, owner, SYSTEM).execute()
             continue

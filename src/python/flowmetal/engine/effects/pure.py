@@ -5,8 +5,6 @@ builtin: the loader binds `_now_ns` straight to the gate (no prelude frame).
 """
 
 import os
-import random as _random
-import uuid as _uuid
 
 from flowmetal.engine.effects.registry import PURE, BuiltinError, check, effect, non_empty_name
 
@@ -22,12 +20,12 @@ def now(args, ctx):
 
 @effect("random", PURE, v1=())
 def random(args, ctx):
-    return _random.random()
+    return ctx.clock.random()
 
 
 @effect("uuid", PURE, v1=())
 def uuid(args, ctx):
-    return str(_uuid.uuid4())
+    return ctx.clock.uuid()
 
 
 @effect("env", PURE, params={"default": None}, validate=non_empty_name("env"), v1=("name", "default"))
