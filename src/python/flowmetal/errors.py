@@ -21,6 +21,11 @@ class LoadError(UserError):
         self.diagnostics = list(diagnostics)
 
 
+class BuiltinError(UserError):
+    """A builtin was called with a bad argument, or its outcome fails the run (check = True);
+    the message names the builtin (and the argument)."""
+
+
 class StoreError(FlowmetalError):
     """The database cannot be opened or used (missing, locked, corrupt)."""
 

@@ -9,7 +9,8 @@ import json
 from flowmetal.codec import canonical
 from flowmetal.engine import lifecycle
 from flowmetal.errors import UserError
-from flowmetal.lang.loader import Program, split_function_ref, top_level_functions
+from flowmetal.lang.loader import Program, top_level_functions
+from flowmetal.lang.refs import parse_function_value
 from flowmetal.lang.workspace import DiskSources, file_name
 from flowmetal.store.base import ENDED
 
@@ -73,8 +74,11 @@ notify_parent = lifecycle.notify_parent  # (the name callers used before engine/
 def last_incarnation(store, run):
     """The run that `run` continued as (continue_as_new), and so on: the one whose
     outcome is the outcome of the chain. A handle names the chain's first run."""
-    while run["continued_as"]:
-        run = store.get_run(run["continued_as"])
+    while run.get("continued_as"):
+        following = store.get_run(run["continued_as"])
+        if following is None:  # (pruned)
+            break
+        run = following
     return run
 
 
@@ -86,8 +90,6 @@ def child_result(run):
 
 
 def resolve_ref(ref):
-    file, function = split_function_ref(ref)
-    if file is None:
-        raise UserError(f"cannot tell which file defines function {ref!r}")
-    return file, function
+    """What spawn() passes for a function ("jobs/x.star.child") -> (file, function)."""
+    return tuple(parse_function_value(ref))
 

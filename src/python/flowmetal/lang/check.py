@@ -15,7 +15,7 @@ import starlark as sl
 from flowmetal.errors import UserError
 from flowmetal.lang.diagnostics import PRELUDE, Diagnostic, from_starlark_error
 from flowmetal.lang.loader import BUILTIN_NAMES, DIALECT, GLOBALS, Program, SourceError, parse, prelude_ast, \
-    split_function_ref, top_level_functions
+    top_level_functions
 from flowmetal.lang.safe import StarlarkPanic, guard, on_big_stack
 from flowmetal.lang.workspace import DiskSources, Exclusions, LabelError, file_name, require_star
 

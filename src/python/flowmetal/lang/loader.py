@@ -22,7 +22,7 @@ import starlark as sl
 
 from flowmetal.codec import content_hash
 from flowmetal.durations import parse_duration
-from flowmetal.errors import LoadError, UserError
+from flowmetal.errors import BuiltinError, LoadError, UserError
 from flowmetal.lang.diagnostics import PRELUDE, Diagnostic, from_starlark_error
 from flowmetal.lang.safe import StarlarkPanic, enlarge_thread_stacks, guard, nesting_problem, on_big_stack
 from flowmetal.lang.workspace import LabelError, require_star, resolve_label
@@ -63,10 +63,6 @@ class SourceError(UserError):
         self.diagnostic = diagnostic
 
 
-class BuiltinError(UserError):
-    """A builtin was given a bad argument; the message names the builtin and the argument."""
-
-
 @lru_cache(maxsize=1)
 def prelude_ast():
     return sl.parse(PRELUDE, PRELUDE_TEXT, DIALECT)
@@ -90,14 +86,6 @@ def parse(name, text):
 
 def top_level_functions(text):
     return set(_TOP_DEF.findall(text))
-
-
-def split_function_ref(ref):
-    """"jobs/x.star.backup" (what str() of a Starlark function gives) -> ("jobs/x.star", "backup")."""
-    head, sep, name = ref.rpartition(".star.")
-    if not sep:
-        return None, ref
-    return head + ".star", name
 
 
 _CANNOT_LOAD = re.compile(r"cannot load ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")

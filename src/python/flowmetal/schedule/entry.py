@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from flowmetal.lang.refs import parse_target
 from flowmetal.schedule.cron import next_fires, resolve_timezone
 from flowmetal.schedule.spec import ScheduleSpec
 
@@ -62,9 +63,9 @@ def is_paused(row):
 
 
 def split_target(ref):
-    """"jobs/x.star:fn" (or "//jobs/x.star:fn") -> ("jobs/x.star", "fn")."""
-    label, _, function = ref.rpartition(":")
-    return (label[2:] if label.startswith("//") else label), function
+    """A schedule's stored target, "jobs/x.star:fn" (or "//jobs/x.star:fn") -> ("jobs/x.star", "fn")."""
+    file, function = parse_target(ref, default=None)
+    return (file[2:] if file.startswith("//") else file), function
 
 
 _FINGERPRINTS = {}  # (cron, timezone, enabled) -> ScheduleSpec.fingerprint(): validating a cron costs ~1 ms

@@ -9,6 +9,7 @@ run's error text). The fire row's run_state is set in the same transaction
 """
 
 from flowmetal.engine import runs as run_ops
+from flowmetal.engine.runs import last_incarnation
 from flowmetal.schedule.entry import FAILURE_STATES, FixedClock, iso_utc, split_target
 from flowmetal.store.base import ENDED
 
@@ -41,13 +42,7 @@ class Outcomes:
 
     def _outcome(self, row, now, created):
         name = row["schedule"]
-        tip = dict(row, id=row["run_id"])
-        seen = 0
-        while tip.get("continued_as") and seen < 10_000:  # continue_as_new: the chain's last run decides
-            nxt = self.store.get_run(tip["continued_as"])
-            if nxt is None:
-                break
-            tip, seen = nxt, seen + 1
+        tip = last_incarnation(self.store, dict(row, id=row["run_id"]))  # continue_as_new: the chain's last run decides
         if tip["state"] not in ENDED:
             return
         entry = self.entries.get(name)

@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 
 from ..codec import canonical, digest
 from ..durations import parse_duration
+from ..errors import UserError
+from ..lang.refs import parse_target
 from .cron import normalize_cron, resolve_timezone
 
 CATCHUP = ("none", "latest", "all")
@@ -44,7 +46,6 @@ OVERLAP = ("skip", "buffer_one", "buffer_all", "allow", "cancel_other")
 MAX_CATCHUP_LIMIT = 10000
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
-_FUNCTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -122,9 +123,11 @@ def _target(what, value, *, required):
     if value is None:
         return f"{what} is required (a top-level function)" if required else None
     if isinstance(value, str):
-        label, sep, function = value.rpartition(":")
-        if sep and label and _FUNCTION.match(function):
+        try:
+            parse_target(value, default=None)
             return None
+        except UserError:
+            pass
     return f"{what} must be a top-level function, got {_q(value)}"
 
 

@@ -13,6 +13,7 @@ from flowmetal.codec import canonical
 from flowmetal.engine import runs as run_ops
 from flowmetal.engine.documents import entry_json, run_document, run_json
 from flowmetal.errors import UserError
+from flowmetal.lang.refs import parse_target
 from flowmetal.store.base import ENDED, RUN_STATES
 
 MAX_PAGE = 500
@@ -26,14 +27,10 @@ class Conflict(UserError):
 
 def split_target(target):
     """"file.star:function" -> (file name inside the workspace, function)."""
-    file, sep, function = target.rpartition(":")
-    if not sep:
-        file, function = target, "main"
+    file, function = parse_target(target)
     norm = posixpath.normpath(file) if file else ""
     if not norm.endswith(".star") or norm.startswith(("/", "..", "@")) or "\\" in norm or "\x00" in target:
         raise UserError(f"target {target!r}: expected \"FILE.star:FUNCTION\", FILE relative to the workspace root")
-    if not function.isidentifier():
-        raise UserError(f"target {target!r}: {function!r} is not a function name")
     return norm, function
 
 

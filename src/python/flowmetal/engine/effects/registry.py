@@ -42,14 +42,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from flowmetal.durations import parse_duration
-from flowmetal.errors import UserError
+from flowmetal.errors import BuiltinError  # noqa: F401  (re-exported: effect modules raise it)
 
 PURE, OUTSIDE, WAIT, DEFERRED, CONTROL = "pure", "outside", "wait", "deferred", "control"
 KINDS = (PURE, OUTSIDE, WAIT, DEFERRED, CONTROL)
-
-
-class BuiltinError(UserError):
-    """A builtin was called with a bad argument, or its outcome fails the run (check = True)."""
 
 
 @dataclass(frozen=True)
