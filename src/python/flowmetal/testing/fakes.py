@@ -17,7 +17,7 @@ import shlex
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
-from flowmetal.engine.effects.http import parse_retry_after
+from flowmetal.engine.effects.http import _check_url, parse_retry_after
 from flowmetal.errors import EffectError, UserError
 
 
@@ -104,6 +104,7 @@ class Fakes:
 
     def _http(self, args, ctx):
         method = (args.get("method") or "GET").upper()
+        _check_url(args["url"], ctx)  # a URL the real effect refuses is refused here too
         call, fake = self._match("http", args["url"], args, ctx, method)
         call.text = f"{method} {args['url']}"
         a = fake.answer
