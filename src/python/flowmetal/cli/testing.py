@@ -4,7 +4,7 @@ import sys
 
 import click
 
-from flowmetal.cli.app import EXIT_FAILED, EXIT_USAGE, cli
+from flowmetal.cli.app import EXIT_FAILED, EXIT_USAGE, cli, db_option, open_db
 
 
 @cli.command("test")
@@ -42,3 +42,23 @@ def test_command(paths, pattern, junit, root):
     if session.load_errors:
         sys.exit(EXIT_USAGE)
     sys.exit(EXIT_FAILED if session.failed or not session.outcomes else 0)
+
+
+@cli.command("export")
+@click.argument("run_ref", metavar="RUN")
+@click.option("-o", "--output", "output", required=True, metavar="FILE",
+              help="The journal file to write (name it *.journal.json to have flowmetal test replay it).")
+@click.option("--description", default="", help="A line saying what the run shows.")
+@db_option
+def export_command(run_ref, output, description, db, root):
+    """Write a run, its children, journals and pinned sources to one JSON file.
+
+    `flowmetal replay --file FILE [--current]` replays it; `flowmetal test`
+    replays every *.journal.json under its paths (golden journals).
+    """
+    from flowmetal.engine.journal_file import write_file
+
+    store, _ = open_db(db, root, readonly=True, create=False)
+    run = store.find_run(run_ref)
+    count = write_file(store, run["id"], output, description)
+    click.echo(f"run {run['id']} ({count} run(s)) written to {output}", err=True)

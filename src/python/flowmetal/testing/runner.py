@@ -188,6 +188,32 @@ class TestFile:
         return best or self.name
 
 
+def replay_golden(root, path):
+    """A golden journal replays on the current code: against the workspace's files when
+    every run's file is there, else against the sources the journal pinned (then it checks
+    that this release still replays what an older one recorded)."""
+    from flowmetal.engine.journal_file import read_file
+    from flowmetal.engine.replay import replay_document
+
+    started = time.perf_counter()
+    name = file_name(root, path)
+    out = Outcome(name, "replay", True)
+    try:
+        doc = read_file(path)
+        current = all((Path(root) / item["run"]["file"]).is_file() for item in doc["runs"])
+        reports = replay_document(doc, root=root, current=current)
+    except (UserError, ValueError, KeyError) as e:
+        out.ok, out.error, out.message = False, True, f"{name}: {e}"
+        return out
+    bad = [report for _, report in reports if not report.ok]
+    if bad:
+        out.ok, out.where = False, name
+        out.message = bad[0].text.split("\n", 1)[0]
+        out.detail = "\n".join(r.text for r in bad)
+    out.seconds = time.perf_counter() - started
+    return out
+
+
 def run_tests(paths, pattern=None, root=None, on_outcome=None):
     """Run the tests under `paths` (files or directories); returns a Session."""
     from flowmetal.lang.workspace import root_for
@@ -218,5 +244,11 @@ def run_tests(paths, pattern=None, root=None, on_outcome=None):
             if on_outcome:
                 on_outcome(out)
         tf.program.close()
+    if pattern is None or "replay" in needle or "journal" in needle:
+        for path in find_files(paths, root, ".journal.json"):
+            out = replay_golden(root, path)
+            session.outcomes.append(out)
+            if on_outcome:
+                on_outcome(out)
     session.seconds = time.perf_counter() - started
     return session
