@@ -82,8 +82,9 @@ def describe_wait(run):
 class Harness:
     """The host side of one test's `t` object."""
 
-    def __init__(self, root, texts_cache):
+    def __init__(self, root, texts_cache, schedules=None):
         self.root = str(root)
+        self.schedules = schedules or {}  # name -> schedule() arguments declared by the loaded files
         self.texts_cache = texts_cache  # {file: pinned texts}, shared by the tests of a session
         self.clock = VirtualClock()
         self._dir = tempfile.TemporaryDirectory(prefix="flowmetal-test-")
@@ -270,6 +271,38 @@ class Harness:
                 if e["builtin"] == builtin:
                     out.append({"run": run["id"], "seq": e["seq"], **json.loads(e["args"] or "{}")})
         return out
+
+    def t_fire_times(self, schedule, start, end, timezone=None):
+        """Fire times of a schedule (a name declared by a loaded file, or a cron expression) in
+        (start, end], as ISO 8601 in the schedule's zone: daylight saving as the scheduler does it."""
+        from datetime import datetime, timezone as tzmod
+
+        from flowmetal.schedule.cron import check_cron, fires_between, resolve_timezone
+
+        declared = self.schedules.get(schedule)
+        cron = declared["cron"] if declared else schedule
+        zone_name = timezone or (declared or {}).get("timezone") or "UTC"
+        try:
+            problem = check_cron(cron)
+            if problem:
+                raise ValueError(problem)
+            zone = resolve_timezone(zone_name)
+        except ValueError as e:
+            known = ", ".join(sorted(self.schedules)) or "none"
+            raise UserError(f"t.fire_times(): {schedule!r} is neither a declared schedule (declared: {known}) "
+                            f"nor a valid cron expression: {e}") from None
+
+        def instant(value, what):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return datetime.fromtimestamp(value, tzmod.utc)
+            try:
+                when = datetime.fromisoformat(value)
+            except (TypeError, ValueError):
+                raise UserError(f"t.fire_times(): {what} must be epoch seconds or ISO 8601, got {value!r}") from None
+            return when if when.tzinfo else when.replace(tzinfo=zone)
+
+        fires = fires_between(cron, zone, instant(start, "start"), instant(end, "end"), limit=10_000)
+        return [f.astimezone(zone).isoformat() for f in fires]
 
     def t_runs(self):
         return [self.status(r["id"]) for r in self.store.list_runs(limit=1_000_000)[::-1]]

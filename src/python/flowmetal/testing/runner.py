@@ -131,8 +131,7 @@ class TestFile:
     def __init__(self, root, path, texts_cache):
         self.root, self.path, self.cache = root, path, texts_cache
         self.name = file_name(root, path)
-        self.tests = sorted(set(_TEST_DEF.findall(Path(path).read_text(encoding="utf-8"))),
-                            key=lambda t: Path(path).read_text(encoding="utf-8").index("def " + t))
+        self.tests = list(dict.fromkeys(_TEST_DEF.findall(Path(path).read_text(encoding="utf-8"))))
         self.harness = None
         self.failure = None
         self.sources = _TestSources(root, self.name, self.tests)
@@ -156,7 +155,9 @@ class TestFile:
 
     def run(self, test):
         started = time.perf_counter()
-        self.harness, self.failure = Harness(self.root, self.cache), None
+        schedules = {d.args["name"]: d.args for d in self.program.declarations
+                     if d.kind == "schedule" and isinstance(d.args.get("name"), str)}
+        self.harness, self.failure = Harness(self.root, self.cache, schedules), None
         out = Outcome(self.name, test, True)
         try:
             guard(self.module.call_with, sl.EvalOptions(max_callstack_size=500), "flowmetal_test__", test)
