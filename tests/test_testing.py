@@ -112,3 +112,30 @@ def test_a_test_file_that_does_not_load_exits_2(fm):
     r = fm("test")
     assert r.returncode == 2, r.stdout + r.stderr
     assert "bad_test.star:1:" in r.stdout
+
+
+def test_misuses_fail_the_test_with_a_clear_message(fm):
+    fm.write("wf.star", "def ok():\n    return 1\n\ndef _private():\n    return 2\n")
+    fm.write("wf_test.star", """\
+load("wf.star", "ok")
+
+def test_fails_on_a_run_that_completes(t):
+    t.fails(ok)
+
+def test_effect_in_the_test_itself(t):
+    sh("echo")
+
+def test_a_lambda(t):
+    t.run(lambda: 1)
+
+def test_unknown_schedule(t):
+    t.fire_times("nightly", 0, 86400)
+""")
+    r = fm("test")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stdout.startswith("FFFF\n"), r.stdout
+    assert "wf_test.star:4: t.fails(): ok() did not fail" in r.stdout
+    assert "it completed with result 1" in r.stdout
+    assert "wf_test.star:7: sh() was called by the test itself" in r.stdout
+    assert "wf_test.star:10: wf_test.star has no top-level function 'lambda'" in r.stdout
+    assert "wf_test.star:13: t.fire_times(): 'nightly' is neither a declared schedule" in r.stdout

@@ -112,7 +112,11 @@ class Harness:
             raise UserError(f"cannot tell which file defines function {ref!r}")
         texts = self._texts(file)
         if function not in _functions(texts[file]):
-            raise UserError(f"{file} has no top-level function {function!r}")
+            raise UserError(f"{file} has no top-level function {function!r} (a run calls a top-level function "
+                            f"by name: not a lambda or a nested function)")
+        if function.startswith("_"):
+            raise UserError(f"{file}: {function}() is private (its name starts with _): a run can only call "
+                            f"a public top-level function")
         run_id = run_ops.create_run(self.store, self.clock, file=file, function=function, args=kwargs,
                                     posargs=args, texts=texts, root_dir=self.root,
                                     run_id=new_run_id(self.clock.now(), self.clock))
