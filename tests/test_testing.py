@@ -139,3 +139,46 @@ def test_unknown_schedule(t):
     assert "wf_test.star:7: sh() was called by the test itself" in r.stdout
     assert "wf_test.star:10: wf_test.star has no top-level function 'lambda'" in r.stdout
     assert "wf_test.star:13: t.fire_times(): 'nightly' is neither a declared schedule" in r.stdout
+
+
+def test_continue_as_new_cancel_and_wait_timeouts_work_under_the_virtual_clock(fm):
+    fm.write("c.star", """\
+def counter(n = 0):
+    sleep("1d")
+    if n < 3:
+        continue_as_new(n = n + 1)
+    return n
+
+def parent():
+    h = spawn(child)
+    return wait(h, timeout = "2h")
+
+def child():
+    return wait_signal("x")
+""")
+    fm.write("c_test.star", """\
+load("c.star", "counter", "parent")
+
+def test_continue(t):
+    start = t.now()
+    r = t.run(counter)
+    t.eq(r.state, "completed")
+    t.eq(r.result, 3)
+    t.eq(t.now() - start, 4 * 86400)
+    t.eq(len(t.runs()), 4)
+
+def test_cancel(t):
+    h = t.start(counter)
+    t.cancel(h)
+    t.eq(t.status(h).state, "cancelled")
+
+def test_wait_timeout(t):
+    start = t.now()
+    r = t.run(parent)
+    t.eq(r.result["state"], "waiting")
+    t.eq(t.now() - start, 7200)
+    t.eq([x.state for x in t.runs()], ["completed", "cancelled"])
+""")
+    r = fm("test")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("...\n"), r.stdout

@@ -270,7 +270,7 @@ class Harness:
         if builtin in ("sh", "http"):
             return [c.to_dict() for c in self.fakes.calls if c.builtin == builtin]
         out = []
-        for run in self.store.list_runs(limit=1_000_000)[::-1]:
+        for run in self.all_runs():
             for e in self.store.journal(run["id"]):
                 if e["builtin"] == builtin:
                     out.append({"run": run["id"], "seq": e["seq"], **json.loads(e["args"] or "{}")})
@@ -308,8 +308,12 @@ class Harness:
         fires = fires_between(cron, zone, instant(start, "start"), instant(end, "end"), limit=10_000)
         return [f.astimezone(zone).isoformat() for f in fires]
 
+    def all_runs(self):
+        """Every run of the test, in the order they were created (ids of one instant are random)."""
+        return sorted(self.store.list_runs(limit=1_000_000), key=lambda r: (r["created_at"], r.get("num") or 0))
+
     def t_runs(self):
-        return [self.status(r["id"]) for r in self.store.list_runs(limit=1_000_000)[::-1]]
+        return [self.status(r["id"]) for r in self.all_runs()]
 
     def t_fail(self, kind, msg=None, **values):
         head = {"eq": "t.eq() failed: the values differ", "true": "t.true() failed"}.get(kind, kind)
@@ -325,7 +329,7 @@ class Harness:
 
     def journals_text(self, limit_runs=10):
         lines = []
-        for run in self.store.list_runs(limit=limit_runs)[::-1]:
+        for run in self.all_runs()[-limit_runs:]:
             state = run["state"]
             lines.append(f"run {run['id']} {run['file']}:{run['function']} {state}"
                          + (f" ({describe_wait(run).split(' waits for ', 1)[1]})" if state == "waiting" else ""))
