@@ -23,6 +23,7 @@ def pytest_modules(srcs):
     data = native.glob(_DATA_GLOBS, exclude = _DATA_EXCLUDE) + [
         "pyproject.toml",
         "README.md",
+        "//examples:files",  # (examples/ is a package of its own: its BUILD declares the workflow tests)
     ]
     for src in srcs:
         name = src.split("/")[-1][:-len(".py")]

@@ -26,3 +26,4 @@ from flowmetal.cli.execute import parse_args  # noqa: F401
 from flowmetal.cli import execute, maintenance, runs, worker  # noqa: F401,E402
 from flowmetal.cli import schedule as _schedule  # noqa: F401,E402  registers schedule and import-crontab
 from flowmetal.cli import serve as _serve, token as _token  # noqa: F401,E402  registers serve and token
+from flowmetal.cli import testing as _testing  # noqa: F401,E402  registers test

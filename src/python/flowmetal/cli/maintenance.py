@@ -46,10 +46,16 @@ def prune(older_than, dry_run, as_json, db, root):
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="Workspace root.")
-def check(paths, root):
+@click.option("--in-flight", "in_flight", is_flag=True,
+              help="Also replay every run in flight against the current files (as replay --current --all); "
+                   "exit 1 if one would diverge.")
+@click.option("--db", "db", envvar="FLOWMETAL_DB", type=click.Path(dir_okay=False), default=None,
+              help="Database of the runs in flight (with --in-flight).")
+def check(paths, root, in_flight, db):
     """Load every .star file under PATHs; report syntax, name, load, type, lint and schedule errors.
 
     Each problem is printed as file:line:col with the source line. Exit 2 if there is any error.
+    With --in-flight, also the deploy gate: exit 1 if a run in flight would diverge.
     """
     from flowmetal.lang.check import check as run_check
     from flowmetal.lang.workspace import root_for
@@ -63,4 +69,15 @@ def check(paths, root):
     summary = (f"{report.files} file(s) checked, {len(report.schedules)} schedule(s), "
                f"{errors} error(s), {warnings} warning(s)")
     click.echo(summary, err=True)
-    sys.exit(EXIT_USAGE if errors else 0)
+    if errors:
+        sys.exit(EXIT_USAGE)
+    if in_flight:
+        from flowmetal.cli.runs import render_gate
+        from flowmetal.engine.replay import replay_in_flight
+
+        try:
+            store, _ = open_db(db, root, paths, create=False)
+        except NoDatabase:
+            click.echo("no runs in flight: there is no database yet")
+            return
+        sys.exit(render_gate(replay_in_flight(store, root)))

@@ -131,17 +131,58 @@ def cancel(run_ref, db, root):
 
 
 @cli.command()
-@click.argument("run_ref", metavar="RUN")
+@click.argument("run_ref", metavar="[RUN]", required=False)
 @click.option("--current", is_flag=True,
               help="Replay against the current files on disk instead of the pinned code "
                    "(to check in-flight runs before deploying a change).")
+@click.option("--file", "file", default=None, type=click.Path(dir_okay=False),
+              help="Replay the runs of a journal file (flowmetal export) instead of a run of the database.")
+@click.option("--all", "all_runs", is_flag=True,
+              help="With --current: every run in flight (pending, running, waiting); exit 1 if any diverges.")
 @db_option
-def replay(run_ref, current, db, root):
-    """Execute a run's code against its journal with no effects; report whether it diverges."""
-    from flowmetal.engine.replay import replay_run
+def replay(run_ref, current, file, all_runs, db, root):
+    """Execute a run's code against its journal with no effects; report whether it diverges.
 
+    `replay --current --all` is the deploy gate: it replays every run in flight
+    against the files on disk and exits 1 listing each run that would diverge.
+    """
+    from flowmetal.engine.replay import replay_document, replay_in_flight, replay_run
+
+    if sum(x is not None and x is not False for x in (run_ref, file, all_runs or None)) != 1:
+        raise CliError("replay takes one of: RUN, --file FILE, --current --all")
+    if file is not None:
+        from flowmetal.engine.journal_file import read_file
+        from flowmetal.lang.workspace import root_for
+
+        reports = replay_document(read_file(file), root=root_for([], root), current=current)
+        for _, report in reports:
+            click.echo(report.text)
+        sys.exit(0 if all(r.ok for _, r in reports) else EXIT_FAILED)
+    if all_runs:
+        if not current:
+            raise CliError("--all replays the runs in flight against the current files: pass --current too")
+        try:
+            store, _ = open_db(db, root, create=False)
+        except NoDatabase:
+            click.echo("no runs in flight: there is no database yet")
+            return
+        sys.exit(render_gate(replay_in_flight(store, root)))
     store, _ = open_db(db, root, create=False)
     run = store.find_run(run_ref)
     report = replay_run(store, run, current=current)
     click.echo(report.text)
     sys.exit(0 if report.ok else EXIT_FAILED)
+
+
+def render_gate(results):
+    """Print the deploy gate's outcome; return its exit code (1 when a run would diverge)."""
+    bad = [(row, report) for row, report in results if not report.ok]
+    for row, report in bad:
+        click.echo(f"DIVERGES {row['id']} ({row['state']}, {row['file']}:{row['function']})")
+        click.echo("    " + report.text.replace("\n", "\n    "))
+    if bad:
+        click.echo(f"{len(bad)} of {len(results)} run(s) in flight would diverge on the current files; "
+                   f"do not deploy until they have ended (or change the code so that they replay)")
+        return EXIT_FAILED
+    click.echo(f"{len(results)} run(s) in flight replay on the current files; no divergence")
+    return 0

@@ -91,6 +91,30 @@ def import_tree(store, doc, sources=None):
     return doc["runs"][0]["run"]["id"]
 
 
+def read_file(path):
+    """The document of a journal file; a UserError when it is not one."""
+    from flowmetal.errors import UserError
+
+    try:
+        doc = json.loads(open(path, encoding="utf-8").read())
+    except OSError as e:
+        raise UserError(f"{path}: {e.strerror}") from None
+    except ValueError as e:
+        raise UserError(f"{path}: not JSON: {e}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not doc.get("runs"):
+        raise UserError(f"{path}: not a Flowmetal journal file (expected format {FORMAT!r})")
+    return doc
+
+
+def write_file(store, run_id, path, description=""):
+    """Write run `run_id` and its descendants to `path` as a journal file; returns the run count."""
+    doc = export_tree(store, run_id, description=description)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1, sort_keys=True)
+        f.write("\n")
+    return len(doc["runs"])
+
+
 def _blob_refs(text):
     """Blob hashes a journal result refers to ({"$blob": h} or {"$parts": {...}})."""
     if not text or not text.startswith('{"$'):

@@ -4,6 +4,14 @@ Every effect call is matched against the journal; nothing is performed and
 nothing is written. Replay stops at the end of the journal (or at an entry
 still open). With `current`, the files on disk are used instead of the pinned
 code, to check in-flight runs before a code change.
+
+- `replay_run`: one run of a database.
+- `replay_in_flight`: every run that has not ended (pending, running, waiting),
+  against the current files: the deploy gate (`replay --current --all`,
+  `check --in-flight`).
+- `replay_document`: the runs of a journal file (engine/journal_file.py), loaded
+  into a scratch database (`replay --file`, and `flowmetal test` for the
+  `*.journal.json` files under its paths).
 """
 
 from dataclasses import dataclass
@@ -48,6 +56,48 @@ class ReplayGate(Gate):
             return super().read_secret(name)
         except BuiltinError:
             return "***"
+
+
+IN_FLIGHT = ("pending", "running", "waiting")
+
+
+def replay_in_flight(store, root=None):
+    """[(run row, ReplayReport)] of every run in flight, replayed against the current files
+    (under `root`, else the workspace root each run recorded)."""
+    out = []
+    for state in IN_FLIGHT:
+        for row in store.list_runs(status=state, limit=10_000_000):
+            row = dict(row)
+            if root is not None:
+                row["root_dir"] = str(root)
+            out.append((row, replay_run(store, row, current=True)))
+    return sorted(out, key=lambda item: item[0]["id"])
+
+
+def replay_document(doc, root=None, current=False):
+    """[(run id, ReplayReport)] of every run of a journal-file document, in file order.
+
+    With `current`, each run is replayed against the files under `root` (the runs'
+    file names are relative to it); else against the sources the file pinned."""
+    import tempfile
+    from pathlib import Path
+
+    from flowmetal.engine.journal_file import import_tree
+    from flowmetal.store.sqlite import SqliteStore
+
+    with tempfile.TemporaryDirectory(prefix="flowmetal-replay-") as scratch:
+        store = SqliteStore(Path(scratch) / "replay.db")
+        try:
+            import_tree(store, doc)
+            out = []
+            for item in doc["runs"]:
+                row = dict(store.get_run(item["run"]["id"]))
+                if current:
+                    row["root_dir"] = str(root)
+                out.append((row["id"], replay_run(store, row, current=current)))
+            return out
+        finally:
+            store.close()
 
 
 def replay_run(store, run, current=False):
