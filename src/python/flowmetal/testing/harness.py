@@ -29,7 +29,8 @@ from flowmetal.engine.gate import Gate, decode_result
 from flowmetal.engine.runner import Execution, Hooks
 from flowmetal.errors import UserError
 from flowmetal.ids import new_run_id
-from flowmetal.lang.loader import Program, split_function_ref
+from flowmetal.lang.loader import Program
+from flowmetal.lang.refs import parse_function_value
 from flowmetal.lang.workspace import DiskSources
 from flowmetal.model import Run, WaitingFor
 from flowmetal.store.base import ENDED
@@ -107,9 +108,7 @@ class Harness:
         return texts
 
     def create(self, ref, args, kwargs):
-        file, function = split_function_ref(ref)
-        if file is None:
-            raise UserError(f"cannot tell which file defines function {ref!r}")
+        file, function = parse_function_value(ref)
         texts = self._texts(file)
         if function not in _functions(texts[file]):
             raise UserError(f"{file} has no top-level function {function!r} (a run calls a top-level function "
