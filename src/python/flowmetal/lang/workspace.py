@@ -29,7 +29,7 @@ MARKER = ".flowmetal"
 IGNORE_FILE = ".flowmetalignore"
 SKIP_DIRS = {".git", ".hg", ".svn", MARKER, "node_modules", "__pycache__", ".venv", "venv", "site-packages",
              ".tox", ".nox", ".mypy_cache", ".pytest_cache"}
-PACKAGE_DIR = Path(__file__).resolve().parent  # the prelude and the standard library: never user code
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the flowmetal package (preludes, stdlib): never user code
 STDLIB_PREFIX = "@flowmetal//"
 STDLIB_DIR = Path(__file__).parent / "stdlib"
 
