@@ -17,7 +17,8 @@ playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [pytest.mark.timeout(90),
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (.ci/run installs it)")]
-ARTIFACTS = Path(os.environ.get("FLOWMETAL_ARTIFACTS") or Path(__file__).parent / "artifacts")
+ARTIFACTS = Path(os.environ.get("FLOWMETAL_ARTIFACTS") or os.environ.get("TEST_UNDECLARED_OUTPUTS_DIR")  # Bazel
+                 or Path(__file__).parent / "artifacts")
 
 FLOWS = """
 def main(name = "world"):
@@ -195,7 +196,10 @@ def test_signal_from_the_form_completes_the_run(page, srv, api, tmp_path):
     assert page.locator(".timeline .entry.k-retry").count() >= 1
     assert page.locator(".timeline .entry.k-wait").count() >= 1
     assert "go" in page.locator(".waiting").inner_text()
-    shot(page, "run-timeline")
+    shot(page, "run-full")
+    shot(page, "run", full=False)
+    page.evaluate("window.scrollTo(0, document.querySelector('.legend').getBoundingClientRect().top + window.scrollY - 60)")
+    shot(page, "run-timeline", full=False)
     # malformed JSON is refused in the page, nothing is sent
     page.get_by_label("Payload (JSON)").fill("{not json")
     page.get_by_role("button", name="Send signal").click()
