@@ -230,6 +230,13 @@ def test_schedule_pause_shows_in_the_cli(page, srv):
     page.locator('[data-schedule="nightly"]').get_by_role("button", name="Resume nightly").click()
     page.wait_for_url(re.compile(r"/schedules\?done="))
     assert "active" in page.locator('[data-schedule="nightly"] .badge').inner_text()
+    page.locator('[data-schedule="nightly"]').get_by_role("button", name="Trigger nightly now").click()
+    page.wait_for_url(re.compile(r"/schedules\?done=trigger"))
+    check_clean(page)
+    fires = page.locator('[data-schedule="nightly"] tr.fire-started')
+    assert fires.count() == 1 and "manual" in fires.inner_text()
+    assert srv.rows("SELECT count(*) FROM runs WHERE schedule = 'nightly'")[0][0] == 1
+    shot(page, "schedules")
 
 
 def test_csrf_scope_and_logout(page, srv, api):
