@@ -2,6 +2,7 @@
 by Playwright against a real server on 127.0.0.1. Screenshots go to
 $FLOWMETAL_ARTIFACTS (default tests/artifacts/); .ci/run prints where."""
 
+import contextlib
 import json
 import os
 import re
@@ -45,6 +46,10 @@ def big(marker):
            retry = retry_policy(attempts = 3, initial = "0.2s", jitter = False, retry_on = ["exit:1"]))
     v = wait_signal("go")
     return {"exit": r.exit_code, "signal": v, "blob": ["x" * 60 for _ in range(20)]}
+
+def parent():
+    h = spawn(main, name = "child")
+    return wait(h).value
 
 def tick():
     return "tick"
@@ -299,3 +304,44 @@ def test_dark_mode_and_narrow_screens(browser, srv, api):
         shot(page, "schedules-dark-390")
     finally:
         ctx.close()
+
+
+def http_login(srv, token):
+    c = httpx.Client(base_url=srv.url, timeout=30)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text).group(1)
+    r = c.post("/login", data={"csrf": csrf, "token": token, "next": "/runs/x?y=1"})
+    assert r.status_code == 303 and r.headers["location"] == "/runs/x?y=1"
+    return c
+
+
+def test_top_level_and_parent_filters(srv, api):
+    parent = start(api, "parent")
+    wait_state(api, parent, ("completed",))
+    child = api.get(f"/api/v1/runs/{parent}").json()["children"][0]
+    with contextlib.closing(http_login(srv, srv.tokens["read"])) as c:
+        ids = lambda q: re.findall(r'<tr data-run="([^"]+)"', c.get("/" + q).text)  # noqa: E731
+        assert child in ids("") and parent in ids("")
+        assert parent in ids("?top=1") and child not in ids("?top=1")
+        assert ids(f"?parent={parent}") == [child]
+        assert ids(f"?q={child}") == [child]
+        r = c.get("/?state=nonsense")
+        assert r.status_code == 400 and "expected one of" in r.text and not ERRORS.search(r.text)
+
+
+def test_revoking_the_token_ends_its_sessions(srv):
+    token = srv.token("web-revoked", "read")
+    with contextlib.closing(http_login(srv, token)) as c:
+        assert c.get("/").status_code == 200
+        assert srv.cli("token", "revoke", "web-revoked").returncode == 0
+        r = c.get("/")
+        assert r.status_code == 303 and r.headers["location"].startswith("/login")
+
+
+def test_login_refuses_a_foreign_next_and_a_missing_csrf(srv):
+    with httpx.Client(base_url=srv.url) as c:
+        assert c.post("/login", data={"token": srv.tokens["read"]}).status_code == 403
+        csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text).group(1)
+        r = c.post("/login", data={"csrf": csrf, "token": srv.tokens["read"], "next": "//evil.example/"})
+        assert r.status_code == 303 and r.headers["location"] == "/"
+        cookie = r.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie
