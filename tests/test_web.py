@@ -51,6 +51,10 @@ def parent():
     h = spawn(main, name = "child")
     return wait(h).value
 
+def naps():
+    sleep(60)
+    return 1
+
 def tick():
     return "tick"
 
@@ -278,6 +282,21 @@ def test_csrf_scope_and_logout(page, srv, api):
     assert "needs write" in page.content()
     assert api.get(f"/api/v1/runs/{waiting}").json()["state"] == "waiting"
     api.post(f"/api/v1/runs/{waiting}/cancel")
+
+
+def test_a_timer_wait_shows_its_deadline_and_counts_down(page, srv, api):
+    run_id = start(api, "naps")
+    wait_state(api, run_id, ("waiting",))
+    login(page, srv, "read")
+    visit(page, f"{srv.url}/runs/{run_id}")
+    waiting = page.locator(".waiting")
+    assert "Timer: wakes at" in waiting.inner_text()
+    first = page.locator(".countdown").inner_text()
+    assert re.fullmatch(r"\(in \d+ s\)", first), first
+    page.wait_for_function(f"document.querySelector('.countdown').textContent != {json.dumps(first)}")
+    # times are shown in the viewer's zone, with UTC on hover
+    assert page.locator(".waiting time").get_attribute("title").startswith("UTC ")
+    api.post(f"/api/v1/runs/{run_id}/cancel")
 
 
 def test_bad_token_is_refused(page, srv):
