@@ -19,6 +19,7 @@ from flowmetal.server.limits import MAX_BODY, BodyLimit
 from flowmetal.server.metrics import Metrics
 from flowmetal.server.notify import Changes
 from flowmetal.server.routes import health, runs, schedules
+from flowmetal.server.web import routes as web_routes
 
 # A new resource (tasks, callbacks, schedule actions) is one more module here.
 RESOURCES = [runs, schedules, health]
@@ -67,7 +68,7 @@ def create_app(store, clock, root, *, options=None, schedule_specs=None, changes
         finally:
             changes.stop()
 
-    app = Starlette(routes=api.build_routes(endpoints(), api.Auth(store), metrics),
+    app = Starlette(routes=[*api.build_routes(endpoints(), api.Auth(store), metrics), *web_routes()],
                     middleware=[Middleware(BodyLimit, limit=max_body)], exception_handlers=HANDLERS,
                     lifespan=lifespan)
     app.state.ctx = ctx
