@@ -29,10 +29,22 @@ from concurrent.futures import ThreadPoolExecutor
 from flowmetal.clock import SYSTEM
 from flowmetal.engine import faults, lifecycle
 from flowmetal.engine.runner import Execution
+from flowmetal.errors import UserError
 
 HEARTBEAT_SECONDS = 0.5
 RENEW_EVERY = 5.0
 RESCAN_SECONDS = 2.0
+# FLOWMETAL_POLL (seconds, default RESCAN_SECONDS): the longest the idle worker waits between
+# looks at the tables when nothing tells it of a change (wait_for_change: SQLite's data_version,
+# PostgreSQL's NOTIFY). A fallback only; the tests set it to 30 s to show that NOTIFY wakes runs.
+
+
+def poll_seconds():
+    text = os.environ.get("FLOWMETAL_POLL")
+    try:
+        return float(text) if text else RESCAN_SECONDS
+    except ValueError:
+        raise UserError(f"FLOWMETAL_POLL={text!r}: expected a number of seconds") from None
 HARD_STOP = 2.5  # seconds of the grace period kept for interrupting what did not finish (sh needs 2 s to kill)
 ERROR_REPORT_EVERY = 10.0  # the heartbeat reports a repeated error at most this often
 LEASE_SECONDS = lifecycle.LEASE_SECONDS
@@ -161,6 +173,7 @@ class Worker:
         """Loop until `until()` is true, or (idle_exit) nothing is left but runs waiting for events."""
         last_scan = None
         clock = self.clock
+        poll = poll_seconds()
         while not self.stopping.is_set():
             now = clock.monotonic()
             if last_scan is None or now - last_scan >= RESCAN_SECONDS:
@@ -173,7 +186,7 @@ class Worker:
                     and self.store.next_wake(self.root_id) is None:
                 break
             # Wait until something may have changed.
-            wait = RESCAN_SECONDS
+            wait = poll
             wake = self.store.next_wake(self.root_id)
             if wake is not None:
                 wait = min(wait, max(0.0, wake - clock.now()))
