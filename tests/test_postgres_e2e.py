@@ -158,3 +158,41 @@ def test_a_bad_url_is_one_clear_line(pg):
     assert r.returncode != 0
     assert "Traceback" not in r.stderr and "cannot open database" in r.stderr
     assert "secret" not in r.stderr  # the password never reaches a message
+
+
+TICK = """
+def tick():
+    return sh("echo tick").stdout.strip()
+
+schedule(name = "tick", cron = "* * * * * *", run = tick, overlap = "allow")
+"""
+
+
+@pytest.mark.slow
+def test_two_schedulers_on_one_postgres_database_fire_each_second_once(pg):
+    pg.write("tick.star", TICK)
+    procs = []
+    for _ in range(2):
+        p = pg.spawn("schedule", ".")
+        wait_for(lambda p=p: "scheduler started" in p.err() or p.poll() is not None, what="scheduler start")
+        assert p.poll() is None, p.err()
+        procs.append(p)
+    time.sleep(6)
+    for p in procs:
+        os.killpg(p.pid, signal.SIGTERM)
+    assert [p.wait(20) for p in procs] == [0, 0], procs[0].err() + procs[1].err()
+    st = pg.store()
+    try:
+        runs = [dict(r) for r in st.x("SELECT * FROM runs WHERE schedule = ? ORDER BY fire_time", ("tick",))]
+        fires = st.fires("tick", limit=1000, action="started")
+    finally:
+        st.close()
+    times = [r["fire_time"] for r in runs]
+    assert len(times) >= 4 and len(times) == len(set(times))  # 0 double fires
+    assert times == [times[0] + k for k in range(len(times))]  # none missing
+    assert sorted(f["nominal"] for f in fires) == times
+    assert all(r["state"] in ("completed", "pending") for r in runs)
+    assert json.loads([r for r in runs if r["state"] == "completed"][0]["result"]) == "tick"
+    listed = pg("schedule", "--list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert "tick" in listed.stdout
