@@ -196,3 +196,23 @@ def test_two_schedulers_on_one_postgres_database_fire_each_second_once(pg):
     listed = pg("schedule", "--list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert "tick" in listed.stdout
+
+
+def test_wait_for_change_survives_a_lost_listening_connection(pg):
+    """The server ends the listener's connection (a restart, a failover): the next wait says
+    "look again" instead of raising, and the one after listens on a new connection."""
+    from conftest import wait_for as _wait
+
+    st, other = pg.store(), pg.store()
+    try:
+        assert st.wait_for_change(0.05) is False
+        pid = st._local.listener.info.backend_pid
+        other.q("SELECT pg_terminate_backend(%s)", (pid,))
+        assert st.wait_for_change(2.0) is True
+        assert st.wait_for_change(0.05) is False  # listening again, nothing new
+        other.insert_run({"id": "r1", "file": "w.star", "function": "main", "args": "{}", "state": "pending",
+                          "created_at": time.time(), "root_id": "r1"})
+        assert _wait(lambda: st.wait_for_change(1.0), timeout=5, what="the NOTIFY of a new run")
+    finally:
+        st.close()
+        other.close()

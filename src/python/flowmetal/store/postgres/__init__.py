@@ -211,24 +211,39 @@ class PostgresStore(RunsTable, JournalTables, ScheduleTables, Retention, ApiTabl
     # --- wake-ups -------------------------------------------------------------------
 
     def wait_for_change(self, timeout, event=None):
+        """LISTEN on this thread's own autocommit connection; True at the first NOTIFY (or when
+        `event` is set). A lost listening connection answers True (look again) and is reopened."""
+        end = time.monotonic() + timeout  # (real time: this waits for other processes)
+        try:
+            listener = self._listener()
+            while True:
+                left = end - time.monotonic()
+                if event is not None and event.is_set():
+                    return True
+                if left <= 0:
+                    return False
+                step = min(left, LISTEN_SLICE) if event is not None else left
+                if any(True for _ in listener.notifies(timeout=step, stop_after=1)):
+                    for _ in listener.notifies(timeout=0):  # (drain what came with it)
+                        pass
+                    return True
+        except self._psycopg.Error:
+            self._drop_listener()
+            time.sleep(max(0.0, min(1.0, end - time.monotonic())))  # (the server may be restarting)
+            return True
+
+    def _listener(self):
         listener = getattr(self._local, "listener", None)
         if listener is None:
-            listener = self._psycopg.connect(self.url, autocommit=True)
+            listener = self._psycopg.connect(self.url, autocommit=True, connect_timeout=10)
             listener.execute(f"LISTEN {CHANNEL}")
             self._local.listener = listener
             self._listeners.append(listener)
-        end = time.monotonic() + timeout  # (real time: this waits for other processes)
-        while True:
-            left = end - time.monotonic()
-            if event is not None and event.is_set():
-                return True
-            if left <= 0:
-                return False
-            step = min(left, LISTEN_SLICE) if event is not None else left
-            got = False
-            for _ in listener.notifies(timeout=step, stop_after=1):
-                got = True
-            if got:
-                for _ in listener.notifies(timeout=0):  # (drain what came with it)
-                    pass
-                return True
+        return listener
+
+    def _drop_listener(self):
+        listener = getattr(self._local, "listener", None)
+        self._local.listener = None
+        if listener is not None:
+            self._listeners.remove(listener)
+            listener.close()
