@@ -216,3 +216,18 @@ def test_wait_for_change_survives_a_lost_listening_connection(pg):
     finally:
         st.close()
         other.close()
+
+
+def test_flowmetal_workers_shows_each_worker_process(pg):
+    a = pg.spawn("worker")
+    b = pg.spawn("worker")
+    listed = wait_for(lambda: len(json.loads(pg("workers", "--json").stdout or "[]")) == 2
+                      and json.loads(pg("workers", "--json").stdout), what="two workers registered")
+    assert {r["pid"] for r in listed} == {a.pid, b.pid} and {r["status"] for r in listed} == {"live"}
+    assert all(r["id"].startswith(f"{r['host']}:{r['pid']}:") for r in listed)
+    os.killpg(a.pid, signal.SIGTERM)
+    assert a.wait(20) == 0, a.err()
+    rows = {r["pid"]: r for r in json.loads(pg("workers", "--json").stdout)}
+    assert rows[a.pid]["status"] == "stopped" and rows[b.pid]["status"] == "live"
+    table = pg("workers")
+    assert table.returncode == 0 and str(b.pid) in table.stdout and "stopped" in table.stdout

@@ -37,6 +37,7 @@ from flowmetal.store.postgres.retention import Retention
 from flowmetal.store.postgres.runs import RunsTable
 from flowmetal.store.postgres.schedules import ApiTables, ScheduleTables
 from flowmetal.store.postgres.schema import MIGRATIONS
+from flowmetal.store.sqlite.workers import WorkersTable
 
 POOL_SIZE = 10  # FLOWMETAL_PG_POOL overrides
 CHANNEL = "flowmetal"
@@ -98,7 +99,7 @@ class Result:
         return iter(self.rows)
 
 
-class PostgresStore(RunsTable, JournalTables, ScheduleTables, Retention, ApiTables, Store):
+class PostgresStore(RunsTable, JournalTables, ScheduleTables, Retention, ApiTables, WorkersTable, Store):
     def __init__(self, url, *, clock=None, pool_size=None, readonly=False):
         import psycopg
         from psycopg_pool import ConnectionPool

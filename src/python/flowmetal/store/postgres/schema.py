@@ -128,6 +128,17 @@ MIGRATIONS = [
         created_at DOUBLE PRECISION NOT NULL
     );
     """,
+    # 2: worker processes' identities and heartbeats (`flowmetal workers`).
+    """
+    CREATE TABLE workers (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid BIGINT NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL,
+        seen_at DOUBLE PRECISION NOT NULL,
+        stopped_at DOUBLE PRECISION
+    );
+    """,
 ]
 
 ENDED_SQL = ", ".join(f"'{state}'" for state in ENDED)
