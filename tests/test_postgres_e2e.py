@@ -4,6 +4,7 @@ throwaway cluster (tests/pgcluster.py), one fresh database per test. Marked `pos
 
 import json
 import os
+import re
 import signal
 import time
 
@@ -231,3 +232,59 @@ def test_flowmetal_workers_shows_each_worker_process(pg):
     assert rows[a.pid]["status"] == "stopped" and rows[b.pid]["status"] == "live"
     table = pg("workers")
     assert table.returncode == 0 and str(b.pid) in table.stdout and "stopped" in table.stdout
+
+
+ONCE = """
+def tick():
+    return sh("echo tick").stdout.strip()
+
+schedule(name = "tick", cron = "* * * * * *", run = tick, overlap = "allow")
+"""
+
+
+def test_db_copy_from_sqlite_to_postgres_and_the_waiting_runs_complete_there(pg, tmp_path):
+    lite = {"FLOWMETAL_DB": str(tmp_path / "lite.db")}
+    pg.write("w.star", WAITER)
+    pg.write("sched/tick.star", ONCE)
+    waiting = []
+    for _ in range(3):
+        run_id = pg("start", "w.star", env=lite).stdout.strip()
+        waiting.append(run_id)
+    assert pg("worker", "--until-idle", env=lite).returncode == 0
+    sched = pg.spawn("schedule", "sched", env=lite)
+    wait_for(lambda: len(re.findall(r" end +tick ", sched.err())) >= 2, timeout=15, what="two fires")
+    os.killpg(sched.pid, signal.SIGTERM)
+    assert sched.wait(20) == 0, sched.err()
+
+    def history(env=None):
+        doc = json.loads(pg("schedule", "--list", "--json", "sched", env=env).stdout)
+        return [{k: v for k, v in d.items() if k != "next"} for d in doc]
+
+    before = history(lite)
+    assert before[0]["counts"]["started"] >= 2 and before[0]["last_fire"]
+    r = pg("db", "copy", lite["FLOWMETAL_DB"], pg.url)
+    assert r.returncode == 0, r.stderr
+    assert "row counts of every table match" in r.stdout and "schedules: 1 rows" in r.stderr
+    assert history() == before  # the same schedule history
+    for run_id in waiting:
+        assert pg("signal", run_id, "go", '"moved"').returncode == 0
+    assert pg("worker", "--until-idle").returncode == 0
+    for run_id in waiting:
+        row = pg.run_row(run_id)
+        assert row["state"] == "completed" and json.loads(row["result"]) == {"got": "moved"}
+        assert [e["builtin"] for e in pg.journal(run_id)] == ["wait_signal"]
+    new_id = pg("start", "w.star").stdout.strip()  # a new run is numbered after the copied ones
+    st = pg.store()
+    try:
+        assert st.get_run(new_id)["num"] > max(st.get_run(w)["num"] for w in waiting)
+    finally:
+        st.close()
+    # the destination is not empty any more: a second copy is refused, with one clear line
+    again = pg("db", "copy", lite["FLOWMETAL_DB"], pg.url)
+    assert again.returncode != 0 and "not empty" in again.stderr and "Traceback" not in again.stderr
+    # and back again into a fresh SQLite file
+    back = tmp_path / "back.db"
+    r = pg("db", "copy", pg.url, str(back))
+    assert r.returncode == 0, r.stderr
+    shown = pg("show", waiting[0], "--json", env={"FLOWMETAL_DB": str(back)})
+    assert json.loads(shown.stdout)["state"] == "completed"
