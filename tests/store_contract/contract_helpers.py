@@ -64,8 +64,32 @@ def _sqlite(tmp_path, clock):
     return SqliteStore(tmp_path / "contract.db", clock=clock)
 
 
+_cluster = None
+_databases = {}
+
+
+def _postgres(tmp_path, clock):
+    """A fresh database per test (CREATE DATABASE takes a few ms) on one cluster per session;
+    a second store of the same test opens the same database."""
+    global _cluster
+    import atexit
+
+    from pgcluster import Cluster
+
+    from flowmetal.store.postgres import PostgresStore
+
+    if _cluster is None:
+        _cluster = Cluster().start()
+        atexit.register(_cluster.stop)
+    url = _databases.get(tmp_path)
+    if url is None:
+        url = _databases[tmp_path] = _cluster.create_database(f"contract_{len(_databases)}")
+    return PostgresStore(url, clock=clock, pool_size=4)
+
+
 BACKENDS = {
     "sqlite": _sqlite,
+    "postgres": _postgres,
 }
 
 
@@ -74,7 +98,8 @@ def clock():
     return ManualClock()
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(params=[pytest.param(name, marks=pytest.mark.postgres) if name == "postgres" else name
+                        for name in sorted(BACKENDS)])
 def backend(request):
     return BACKENDS[request.param]
 

@@ -133,3 +133,18 @@ def test_wait_for_change_sees_another_connections_commit(store, other, clock):
     event = threading.Event()
     event.set()
     assert store.wait_for_change(5.0, event) is True  # the event ends the wait too
+
+
+def test_worker_identities_and_heartbeats(store, other, clock):
+    store.worker_started("h1:10:aa", "h1", 10, clock.now())
+    clock.advance(5)
+    other.worker_started("h2:20:bb", "h2", 20, clock.now())
+    add_run(store, clock, "r1")
+    other.claim("h2:20:bb", 30, run_id="r1")
+    clock.advance(5)
+    assert store.worker_seen("h1:10:aa", clock.now()) is True
+    assert other.worker_stopped("h2:20:bb", clock.now()) is True
+    assert store.worker_seen("h2:20:bb", clock.now()) is False  # stopped: no more heartbeats
+    rows = other.workers()
+    assert [(r["id"], r["host"], r["pid"], r["runs"]) for r in rows] == [("h2:20:bb", "h2", 20, 1), ("h1:10:aa", "h1", 10, 0)]
+    assert rows[1]["seen_at"] == clock.now() and rows[1]["stopped_at"] is None and rows[0]["stopped_at"] == clock.now()

@@ -39,3 +39,28 @@ def worker(concurrency, until_idle, grace, db, root):
         w.shutdown(interrupt=True)
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(code)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@db_option
+def workers(as_json, db, root):
+    """Worker processes on this database, newest first: id, host, pid, start time, last
+    heartbeat, runs held, and live, stopped or lost (no heartbeat for 3 renewals)."""
+    import json
+
+    from flowmetal.engine.worker import worker_rows
+
+    store, _ = open_db(db, root, readonly=True, create=False)
+    rows = worker_rows(store, SYSTEM.now())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from flowmetal.cli.render import when as fmt_time
+
+    header = ("id", "host", "pid", "started", "last seen", "runs", "status")
+    table = [header] + [(r["id"], r["host"], str(r["pid"]), fmt_time(r["started_at"]), fmt_time(r["seen_at"]),
+                         str(r["runs"]), r["status"]) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

@@ -29,11 +29,24 @@ from concurrent.futures import ThreadPoolExecutor
 from flowmetal.clock import SYSTEM
 from flowmetal.engine import faults, lifecycle
 from flowmetal.engine.runner import Execution
+from flowmetal.errors import UserError
 
 HEARTBEAT_SECONDS = 0.5
 RENEW_EVERY = 5.0
 RESCAN_SECONDS = 2.0
+# FLOWMETAL_POLL (seconds, default RESCAN_SECONDS): the longest the idle worker waits between
+# looks at the tables when nothing tells it of a change (wait_for_change: SQLite's data_version,
+# PostgreSQL's NOTIFY). A fallback only; the tests set it to 30 s to show that NOTIFY wakes runs.
+
+
+def poll_seconds():
+    text = os.environ.get("FLOWMETAL_POLL")
+    try:
+        return float(text) if text else RESCAN_SECONDS
+    except ValueError:
+        raise UserError(f"FLOWMETAL_POLL={text!r}: expected a number of seconds") from None
 HARD_STOP = 2.5  # seconds of the grace period kept for interrupting what did not finish (sh needs 2 s to kill)
+LOST_AFTER = 3 * RENEW_EVERY  # seconds without a heartbeat after which `flowmetal workers` says "lost"
 ERROR_REPORT_EVERY = 10.0  # the heartbeat reports a repeated error at most this often
 LEASE_SECONDS = lifecycle.LEASE_SECONDS
 
@@ -82,6 +95,7 @@ class Worker:
         self.stopping = threading.Event()
         self.hurry = threading.Event()
         self._errors = {}  # heartbeat error text -> [last reported (monotonic), times since]
+        self.registered = False  # in the workers table (`serve`: a `flowmetal worker` process)
         self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="flowmetal-run")
         self._heartbeat = threading.Thread(target=self._beat, name="flowmetal-heartbeat", daemon=True)
         self._heartbeat.start()
@@ -97,6 +111,8 @@ class Worker:
                 if last_renew is None or now - last_renew >= RENEW_EVERY:
                     rows = lifecycle.renew(self.store, self.owner)
                     last_renew = now
+                    if self.registered:
+                        self.store.worker_seen(self.owner, self.clock.now())
                 else:
                     rows = self.store.owned_runs(self.owner)
                 self._pass_cancels(rows)
@@ -161,6 +177,7 @@ class Worker:
         """Loop until `until()` is true, or (idle_exit) nothing is left but runs waiting for events."""
         last_scan = None
         clock = self.clock
+        poll = poll_seconds()
         while not self.stopping.is_set():
             now = clock.monotonic()
             if last_scan is None or now - last_scan >= RESCAN_SECONDS:
@@ -173,7 +190,7 @@ class Worker:
                     and self.store.next_wake(self.root_id) is None:
                 break
             # Wait until something may have changed.
-            wait = RESCAN_SECONDS
+            wait = poll
             wake = self.store.next_wake(self.root_id)
             if wake is not None:
                 wait = min(wait, max(0.0, wake - clock.now()))
@@ -231,9 +248,13 @@ class Worker:
         old = None
         if threading.current_thread() is threading.main_thread():
             old = signal.signal(signal.SIGTERM, self.request_stop)
+        # its identity (owner id = host:pid:token), shown by `flowmetal workers`
+        self.store.worker_started(self.owner, socket.gethostname(), os.getpid(), self.clock.now())
+        self.registered = True
         try:
             self.run_forever(idle_exit=idle_exit)
             self.stop(grace)
+            self.store.worker_stopped(self.owner, self.clock.now())
         finally:
             if old is not None:
                 signal.signal(signal.SIGTERM, old)
@@ -249,3 +270,15 @@ def _end_process_groups():
             os.killpg(pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def worker_rows(store, now):
+    """The workers table for `flowmetal workers`, each row with its status: stopped, live
+    (a heartbeat within LOST_AFTER seconds of `now`), or lost (killed, or its machine gone)."""
+    rows = store.workers()
+    for r in rows:
+        if r["stopped_at"] is not None:
+            r["status"] = "stopped"
+        else:
+            r["status"] = "live" if now - r["seen_at"] <= LOST_AFTER else "lost"
+    return rows

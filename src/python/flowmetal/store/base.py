@@ -244,6 +244,21 @@ class Store(ABC):
     @abstractmethod
     def get_sources(self, hashes: dict) -> dict: """{name: hash} -> {name: text}."""
 
+    # --- worker processes (`flowmetal workers`)
+    @abstractmethod
+    def worker_started(self, worker_id: str, host: str, pid: int, started_at: float):
+        """Record a worker process (its owner id) as it starts."""
+
+    @abstractmethod
+    def worker_seen(self, worker_id: str, now: float) -> bool: """Its heartbeat: last seen at `now`."""
+
+    @abstractmethod
+    def worker_stopped(self, worker_id: str, now: float) -> bool: ...
+
+    @abstractmethod
+    def workers(self, limit=100) -> list:
+        """Worker rows (id, host, pid, started_at, seen_at, stopped_at, runs held), newest first."""
+
     # --- retention
     @abstractmethod
     def prune(self, before: float, now: float, dry_run=False) -> dict:

@@ -33,6 +33,7 @@ from flowmetal.store.sqlite.journal import JournalTables
 from flowmetal.store.sqlite.retention import BLOB_GRACE, PRUNE_BATCH, Retention  # noqa: F401 (re-exported)
 from flowmetal.store.sqlite.runs import RunsTable
 from flowmetal.store.sqlite.schedules import ScheduleTables
+from flowmetal.store.sqlite.workers import WorkersTable
 from flowmetal.store.sqlite.schema import (  # noqa: F401 (re-exported)
     JOURNAL_COLUMNS, JOURNAL_KEY, MIGRATION_FUNCTIONS, MIGRATIONS, seconds_to_ns,
 )
@@ -66,7 +67,7 @@ def _create_private_file(path):
         os.close(fd)
 
 
-class SqliteStore(RunsTable, JournalTables, ScheduleTables, Retention, ApiTables, Store):
+class SqliteStore(RunsTable, JournalTables, ScheduleTables, Retention, ApiTables, WorkersTable, Store):
     def __init__(self, path, synchronous_full=False, busy_timeout_ms=None, *, clock=None, readonly=False):
         self.path = str(path)
         self.clock = clock or SYSTEM

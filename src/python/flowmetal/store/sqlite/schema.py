@@ -8,7 +8,7 @@ import math
 from operator import itemgetter
 
 from flowmetal.store.base import ENDED
-from flowmetal.store.sqlite import api
+from flowmetal.store.sqlite import api, workers
 
 # Each entry migrates the schema from version i to i+1. Never edit one that shipped.
 MIGRATIONS = [
@@ -157,6 +157,8 @@ MIGRATIONS = [
     ALTER TABLE runs ADD COLUMN prelude_digest TEXT;
     ALTER TABLE runs ADD COLUMN digest_version INTEGER;
     """,
+    # 7: worker processes' identities and heartbeats (`flowmetal workers`, store/sqlite/workers.py).
+    workers.MIGRATION,
 ]
 
 ENDED_SQL = ", ".join(f"'{state}'" for state in ENDED)  # for "state IN (...)"
