@@ -157,6 +157,12 @@ MIGRATIONS = [
     ALTER TABLE runs ADD COLUMN prelude_digest TEXT;
     ALTER TABLE runs ADD COLUMN digest_version INTEGER;
     """,
+    # 7: `flowmetal fork` / `retry` (engine/fork.py): the run a run was forked from and
+    # how many of its journal entries were copied. NULL: not a fork.
+    """
+    ALTER TABLE runs ADD COLUMN forked_from TEXT;
+    ALTER TABLE runs ADD COLUMN forked_at INTEGER;
+    """,
 ]
 
 ENDED_SQL = ", ".join(f"'{state}'" for state in ENDED)  # for "state IN (...)"
