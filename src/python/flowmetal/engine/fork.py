@@ -15,8 +15,9 @@ Policy (SPEC section 10):
   still in flight belongs to the old run (and is cancelled with it); the fork is
   refused naming it. Ended children are shared: the new run's `wait` reads them.
 - `retry` forks a failed run just before its failing entry: the last journal entry
-  when it records an error (an effect that failed the run), else the end of the
-  journal (the program itself failed after its last effect); on the current files.
+  when it failed the run (it records an error, or its effect failed and `check = True`
+  made that the run's error, "sh() failed: ..."), else the end of the journal (the
+  program itself failed after its last effect); on the current files.
 """
 
 import json
@@ -84,9 +85,18 @@ def retry_point(store, run_ref):
         raise UserError(f"run {source['id']} is {source['state']}, not failed; retry takes a failed run "
                         f"(fork RUN --at SEQ forks any run)")
     journal = store.journal(source["id"])
-    if journal and journal[-1]["error"] is not None:
+    if journal and failed_the_run(source, journal[-1]):
         return source, journal[-1]["seq"] - 1
     return source, len(journal)
+
+
+def failed_the_run(run, entry):
+    """Whether journal entry `entry` is what failed `run`: it records an error, or its effect
+    completed with a failure that `check = True` turned into the run's error
+    ("sh() failed: exit code 3")."""
+    if entry["error"] is not None:
+        return True
+    return (run["error"] or "").startswith(f"{entry['builtin']}() failed")
 
 
 def retry_run(store, run_ref, clock=SYSTEM):
