@@ -37,6 +37,20 @@ def test_the_journal_is_ordered_per_run_and_updated_by_its_owner(store, clock):
     assert [e["seq"] for e in store.journal("b")] == [1, 2]
 
 
+def test_a_fork_copies_a_journal_prefix_and_records_where_it_came_from(store, clock):
+    add_run(store, clock, "old")
+    store.claim("me", 30, run_id="old")
+    for seq in (1, 2, 3):
+        assert store.insert_journal(entry("old", seq, result=str(seq * 10)), "me")
+    add_run(store, clock, "new")
+    with store.transaction():
+        store.fork_journal("old", "new", 2)
+    assert [(e["seq"], e["result"]) for e in store.journal("new")] == [(1, "10"), (2, "20")]
+    assert len(store.journal("old")) == 3  # the old run is left as it was
+    row = store.get_run("new")
+    assert (row["forked_from"], row["forked_at"]) == ("old", 2)
+
+
 def test_logs_blobs_and_sources(store, clock):
     add_run(store, clock, "r1")
     add_run(store, clock, "r2", parent_id="r1", root_id="r1")

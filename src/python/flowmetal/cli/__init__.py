@@ -10,6 +10,7 @@ One module per group of commands, each registering its commands on `cli`
 - app.py: the group, exit codes, errors, the database options and strict JSON
 - execute.py: run, start, resume (starting runs, executing them in the foreground)
 - runs.py: runs, show, logs, signal, cancel, replay (recorded runs)
+- fork.py: fork, retry (a new run from a prefix of another's journal)
 - worker.py: worker
 - maintenance.py: check, prune
 - schedule.py: schedule, import-crontab
@@ -27,3 +28,4 @@ from flowmetal.cli import execute, maintenance, runs, worker  # noqa: F401,E402
 from flowmetal.cli import schedule as _schedule  # noqa: F401,E402  registers schedule and import-crontab
 from flowmetal.cli import serve as _serve, token as _token  # noqa: F401,E402  registers serve and token
 from flowmetal.cli import testing as _testing  # noqa: F401,E402  registers test
+from flowmetal.cli import fork as _fork  # noqa: F401,E402  registers fork and retry

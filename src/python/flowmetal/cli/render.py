@@ -71,6 +71,8 @@ def show_run(run, journal, children, decode=json.loads):
                        ("continued as", "continued_as"), ("schedule", "schedule")):
         if run.get(key):
             out.print(f"{label}: {run[key]}")
+    if run.get("forked_from"):
+        out.print(f"forked from {run['forked_from']} at {run['forked_at']}")
     if run["state"] == "waiting":
         out.print(waiting_text(run))
     if run["result"] is not None:

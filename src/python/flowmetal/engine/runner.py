@@ -53,9 +53,14 @@ class Hooks:
 
     def child_results(self, gate, handles):
         out = []
+        parents = {gate.run_id}  # and the runs it was forked from, whose ended children a fork shares
+        row = self.store.get_run(gate.run_id)
+        while row is not None and row.get("forked_from"):
+            parents.add(row["forked_from"])
+            row = self.store.get_run(row["forked_from"])
         for h in handles:
             child = self.store.get_run(h)
-            if child is None or child["parent_id"] != gate.run_id:
+            if child is None or child["parent_id"] not in parents:
                 raise UserError(f"wait(): {h!r} is not a child run of this run")
             out.append(run_ops.child_result(run_ops.last_incarnation(self.store, child)))
         return out

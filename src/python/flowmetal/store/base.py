@@ -151,6 +151,12 @@ class Store(ABC):
     @abstractmethod
     def update_journal(self, run_id: str, seq: int, owner: str, **fields) -> bool: ...
 
+    def fork_journal(self, source_id: str, run_id: str, upto: int):
+        """Copy journal entries 1..`upto` of `source_id` to the new run `run_id` (which has none)
+        and set its `forked_from` = source_id, `forked_at` = upto (engine/fork.py). Call inside
+        a transaction. (Not abstract yet, so a backend written before it still instantiates.)"""
+        raise NotImplementedError(f"{type(self).__name__} cannot fork runs")
+
     # --- logs
     @abstractmethod
     def add_logs(self, run_id: str, rows: list): """rows: (seq, n, time, stream, line); duplicates ignored."""

@@ -25,6 +25,15 @@ class JournalTables:
         """The hot path of every effect: one statement, fenced by the owner, committed alone."""
         return self.q(_INSERT_JOURNAL, (*journal_values(entry), entry["run_id"], owner)).rowcount == 1
 
+    def fork_journal(self, source_id, run_id, upto):
+        """Copy entries 1..`upto` of `source_id`'s journal to the new run `run_id` and record it
+        as forked from `source_id` at `upto` (engine/fork.py). Call inside a transaction."""
+        cols = ("builtin", "args", "digest", "status", "result", "error", "data", "started_at", "ended_at",
+                "reexecuted")
+        self.q(f"INSERT INTO journal (run_id, seq, {', '.join(cols)}) SELECT %s, seq, {', '.join(cols)} "
+               f"FROM journal WHERE run_id = %s AND seq BETWEEN 1 AND %s", (run_id, source_id, upto))
+        self.q("UPDATE runs SET forked_from = %s, forked_at = %s WHERE id = %s", (source_id, upto, run_id))
+
     def update_journal(self, run_id, seq, owner, **fields):
         sets = ", ".join(f"{k} = %s" for k in fields)
         return self.q(

@@ -139,6 +139,12 @@ MIGRATIONS = [
         stopped_at DOUBLE PRECISION
     );
     """,
+    # 3: `flowmetal fork` / `retry` (engine/fork.py): the run a run was forked from and how
+    # many of its journal entries were copied. NULL: not a fork.
+    """
+    ALTER TABLE runs ADD COLUMN forked_from TEXT;
+    ALTER TABLE runs ADD COLUMN forked_at BIGINT;
+    """,
 ]
 
 ENDED_SQL = ", ".join(f"'{state}'" for state in ENDED)

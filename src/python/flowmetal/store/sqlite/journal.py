@@ -46,6 +46,19 @@ class JournalTables:
         )
         return cur.rowcount == 1
 
+    def fork_journal(self, source_id, run_id, upto):
+        """Copy entries 1..`upto` of `source_id`'s journal to the new run `run_id` (which has
+        none) and record it as forked from `source_id` at `upto`. Call inside a transaction."""
+        cols = [c for c in JOURNAL_COLUMNS if c not in ("run_id", "seq")]
+        self.x(
+            f"INSERT INTO journal (key, run_id, seq, {', '.join(cols)}, reexecuted) "
+            f"SELECT (SELECT num FROM runs WHERE id = ?) * {JOURNAL_KEY} + j.seq, ?, j.seq, "
+            f"{', '.join('j.' + c for c in cols)}, j.reexecuted FROM journal j WHERE j.key BETWEEN "
+            f"(SELECT num * {JOURNAL_KEY} + 1 FROM runs WHERE id = ?) AND "
+            f"(SELECT num * {JOURNAL_KEY} + ? FROM runs WHERE id = ?)",
+            (run_id, run_id, source_id, upto, source_id))
+        self.x("UPDATE runs SET forked_from = ?, forked_at = ? WHERE id = ?", (source_id, upto, run_id))
+
     # --- logs ----------------------------------------------------------------
 
     def add_logs(self, run_id, rows):

@@ -159,6 +159,12 @@ MIGRATIONS = [
     """,
     # 7: worker processes' identities and heartbeats (`flowmetal workers`, store/sqlite/workers.py).
     workers.MIGRATION,
+    # 8: `flowmetal fork` / `retry` (engine/fork.py): the run a run was forked from and
+    # how many of its journal entries were copied. NULL: not a fork.
+    """
+    ALTER TABLE runs ADD COLUMN forked_from TEXT;
+    ALTER TABLE runs ADD COLUMN forked_at INTEGER;
+    """,
 ]
 
 ENDED_SQL = ", ".join(f"'{state}'" for state in ENDED)  # for "state IN (...)"

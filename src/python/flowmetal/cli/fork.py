@@ -1,0 +1,65 @@
+"""Commands that start a run from a prefix of another run's journal: `fork`, `retry`."""
+
+import sys
+
+import click
+
+from flowmetal.cli.app import cli, db_option, open_db
+from flowmetal.cli.execute import drive
+
+
+def _start(store, run_id, source_id, at, queue, concurrency):
+    if queue:
+        click.echo(run_id)
+        return
+    click.echo(f"run {run_id} (forked from {source_id} at {at})", err=True)
+    sys.exit(drive(store, run_id, concurrency))
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("--at", "at", required=True, type=click.IntRange(min=0), metavar="SEQ",
+              help="Copy the first SEQ journal entries of RUN; the new run continues live after them.")
+@click.option("--current", is_flag=True, help="Use the files on disk instead of RUN's pinned code.")
+@click.option("--queue", is_flag=True, help="Only queue the new run (for a worker) and print its id.")
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Child runs executed at once.")
+@db_option
+def fork(run_ref, at, current, queue, concurrency, db, root):
+    """Start a new run of RUN's function and arguments from RUN's first SEQ journal entries.
+
+    The prefix is replayed first, with no effects, on RUN's pinned code (or with
+    --current the files on disk); if it does not match, the fork is refused
+    naming the position, the recorded and the actual call, and nothing is
+    created. Then the new run executes in the foreground as `run` does.
+    Signals of RUN are not carried over; a prefix may spawn only children that
+    have ended.
+    """
+    from flowmetal.engine.fork import fork_run
+
+    store, _ = open_db(db, root, create=False)
+    source = store.find_run(run_ref)
+    run_id = fork_run(store, source["id"], at, current=current)
+    _start(store, run_id, source["id"], at, queue, concurrency)
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("--queue", is_flag=True, help="Only queue the new run (for a worker) and print its id.")
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Child runs executed at once.")
+@db_option
+def retry(run_ref, queue, concurrency, db, root):
+    """Fork a failed RUN just before its failing entry, on the files on disk, and execute it.
+
+    The failing entry is the last journal entry when it records an error (an
+    effect failed the run); else the program itself failed after its last
+    effect and the whole journal is kept. The effects before it are not
+    performed again. Fix the code, then retry.
+    """
+    from flowmetal.engine.fork import retry_run
+
+    store, _ = open_db(db, root, create=False)
+    source = store.find_run(run_ref)
+    run_id, at = retry_run(store, source["id"])
+    _start(store, run_id, source["id"], at, queue, concurrency)

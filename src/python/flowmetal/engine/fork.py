@@ -1,0 +1,105 @@
+"""`flowmetal fork` and `flowmetal retry`: a new run that starts from a prefix of another's journal.
+
+The new run has the same function and arguments as the old one and a copy of its
+first `at` journal entries; it is recorded with `forked_from` and `forked_at`.
+Before anything is kept, the prefix is replayed with no effects (engine/replay.py)
+on the chosen code: the old run's pinned code, or with `current` the files on
+disk. When it diverges, the fork is refused naming the divergence, and nothing is
+created (the run, its sources and its journal are one transaction that is rolled
+back). Executed, the new run replays the prefix and continues live after it.
+
+Policy (SPEC section 10):
+- Signals of the old run are not carried over: those the prefix consumed are in
+  its journal entries; any others stay with the old run.
+- A prefix may contain `spawn` entries only for children that have ended: a child
+  still in flight belongs to the old run (and is cancelled with it); the fork is
+  refused naming it. Ended children are shared: the new run's `wait` reads them.
+- `retry` forks a failed run just before its failing entry: the last journal entry
+  when it failed the run (it records an error, or its effect failed and `check = True`
+  made that the run's error, "sh() failed: ..."), else the end of the journal (the
+  program itself failed after its last effect); on the current files.
+"""
+
+import json
+import os
+
+from flowmetal.clock import SYSTEM
+from flowmetal.engine.replay import replay_run
+from flowmetal.engine.runs import create_run, load_target
+from flowmetal.errors import UserError
+from flowmetal.store.base import ENDED
+
+
+class ForkRefused(UserError):
+    """The prefix does not replay on the chosen code (nothing was created)."""
+
+
+def fork_run(store, run_ref, at, current=False, clock=SYSTEM):
+    """Create the fork of `run_ref` at `at` (pending, queued); returns its id."""
+    source = store.find_run(run_ref)
+    journal = store.journal(source["id"])
+    if at < 0 or at > len(journal):
+        raise UserError(f"--at {at}: run {source['id']} has {len(journal)} journal entries "
+                        f"(fork at 0..{len(journal)})")
+    prefix = journal[:at]
+    for entry in prefix:
+        if entry["status"] == "started":
+            raise UserError(f"entry {entry['seq']} of run {source['id']} ({entry['builtin']}) is still open; "
+                            f"fork at {entry['seq'] - 1} or earlier")
+        if entry["builtin"] == "spawn" and entry["result"] is not None:
+            child = store.get_run(json.loads(entry["result"]))
+            if child is not None and child["state"] not in ENDED:
+                raise UserError(f"entry {entry['seq']} of run {source['id']} spawned child run {child['id']}, "
+                                f"which is still {child['state']}; a fork shares only ended children "
+                                f"(fork at {entry['seq'] - 1} or earlier, or wait for it to end)")
+    if current:
+        if not source["root_dir"]:
+            raise UserError(f"run {source['id']} does not record its workspace root; cannot fork on current files")
+        _, texts = load_target(source["root_dir"], os.path.join(source["root_dir"], source["file"]),
+                               source["function"])
+        where = f"the current files under {source['root_dir']}"
+    else:
+        texts = store.pinned_sources(source["id"])
+        where = f"the pinned code of run {source['id']}"
+    timeout = None
+    if source["deadline"] is not None:
+        timeout = source["deadline"] - source["created_at"]  # the same budget, from the fork's creation
+    with store.transaction():  # (a refusal rolls back the run, its sources and its journal)
+        run_id = create_run(store, clock, file=source["file"], function=source["function"],
+                            args=json.loads(source["args"]), texts=texts, root_dir=source["root_dir"],
+                            timeout=timeout,
+                            posargs=json.loads(source["posargs"]) if source.get("posargs") else None)
+        store.fork_journal(source["id"], run_id, at)
+        report = replay_run(store, store.get_run(run_id), current=False)
+        if not report.ok:
+            detail = report.text.split("\n", 1)[-1].replace(run_id, source["id"])  # (the new id never exists)
+            raise ForkRefused(f"cannot fork run {source['id']} at {at}: its first {at} journal entries "
+                              f"do not replay on {where}:\n{detail}")
+    return run_id
+
+
+def retry_point(store, run_ref):
+    """(run, position) where `retry` forks a failed run."""
+    source = store.find_run(run_ref)
+    if source["state"] != "failed":
+        raise UserError(f"run {source['id']} is {source['state']}, not failed; retry takes a failed run "
+                        f"(fork RUN --at SEQ forks any run)")
+    journal = store.journal(source["id"])
+    if journal and failed_the_run(source, journal[-1]):
+        return source, journal[-1]["seq"] - 1
+    return source, len(journal)
+
+
+def failed_the_run(run, entry):
+    """Whether journal entry `entry` is what failed `run`: it records an error, or its effect
+    completed with a failure that `check = True` turned into the run's error
+    ("sh() failed: exit code 3")."""
+    if entry["error"] is not None:
+        return True
+    return (run["error"] or "").startswith(f"{entry['builtin']}() failed")
+
+
+def retry_run(store, run_ref, clock=SYSTEM):
+    """Fork a failed run before its failing entry, on the current files; returns (new id, position)."""
+    source, at = retry_point(store, run_ref)
+    return fork_run(store, source["id"], at, current=True, clock=clock), at

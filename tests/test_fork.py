@@ -1,0 +1,140 @@
+"""`flowmetal fork` and `flowmetal retry`: a new run from a prefix of another run's journal."""
+
+import json
+import sqlite3
+
+from conftest import run_id_of
+
+BUGGY = """\
+def main(out):
+    lines = []
+    for i in range(3):
+        sh("echo step%d >> " % i + out)
+        lines.append("step%d" % i)
+    return lines[3]
+"""
+
+
+def count_runs(fm):
+    with sqlite3.connect(fm.db) as conn:
+        return conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+
+
+def failed_run(fm, text=BUGGY):
+    fm.write("wf.star", text)
+    side = fm.root / "side.txt"
+    r = fm("run", "wf.star", "-a", f"out={side}")
+    assert r.returncode == 1, r.stderr
+    return run_id_of(r.stderr), side
+
+
+def test_retry_completes_a_run_fixed_on_disk_without_redoing_its_effects(fm):
+    old, side = failed_run(fm)
+    assert side.read_text() == "step0\nstep1\nstep2\n"
+    fm.write("wf.star", BUGGY.replace("lines[3]", "lines[2]"))  # the fix
+    r = fm("retry", old)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == "step2"
+    new = run_id_of(r.stderr)
+    assert f"forked from {old} at 3" in r.stderr
+    assert side.read_text() == "step0\nstep1\nstep2\n"  # each earlier effect once: not performed again
+    row = fm.run_row(new)
+    assert (row["state"], row["forked_from"], row["forked_at"]) == ("completed", old, 3)
+    assert [e["builtin"] for e in fm.journal(new)] == ["sh", "sh", "sh"]
+    assert fm.run_row(old)["state"] == "failed"  # the old run is left as it was
+    shown = fm("show", new)
+    assert f"forked from {old} at 3" in shown.stdout
+    doc = json.loads(fm("show", new, "--json").stdout)
+    assert doc["forked_from"] == old and doc["forked_at"] == 3
+
+
+def test_retry_after_a_failed_effect_redoes_only_that_effect(fm):
+    text = """\
+def main(out):
+    for i in range(3):
+        sh("echo step%d >> " % i + out)
+    sh("exit 3")
+    return "done"
+"""
+    old, side = failed_run(fm, text)
+    assert json.loads(fm.journal(old)[-1]["result"])["exit_code"] == 3
+    fm.write("wf.star", text.replace("exit 3", "true"))
+    r = fm("retry", old)
+    assert r.returncode == 0, r.stderr
+    new = run_id_of(r.stderr)
+    assert fm.run_row(new)["forked_at"] == 3  # just before the failing entry
+    assert side.read_text() == "step0\nstep1\nstep2\n"
+    assert [e["args"] for e in fm.journal(new)][-1] == json.dumps({"cmd": "true"}, separators=(",", ":"))
+
+
+def test_fork_that_does_not_match_the_prefix_is_refused_and_creates_nothing(fm):
+    old, side = failed_run(fm)
+    before = count_runs(fm)
+    fm.write("wf.star", BUGGY.replace('"echo step%d >> "', '"echo STEP%d >> "'))
+    r = fm("fork", old, "--at", "2", "--current")
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert f"cannot fork run {old} at 2" in r.stderr
+    assert "position 1" in r.stderr
+    assert f'recorded sh({{"cmd":"echo step0 >> {side}"}})' in r.stderr
+    assert f'called sh({{"cmd":"echo STEP0 >> {side}"}})' in r.stderr
+    assert count_runs(fm) == before  # nothing created: no run, no journal, no sources
+    with sqlite3.connect(fm.db) as conn:
+        assert conn.execute("SELECT count(DISTINCT run_id) FROM journal").fetchone()[0] == 1
+        assert conn.execute("SELECT count(DISTINCT run_id) FROM run_sources").fetchone()[0] == 1
+    assert side.read_text() == "step0\nstep1\nstep2\n"
+    # The run's pinned code matches its own prefix: without --current the fork is accepted (queued).
+    q = fm("fork", old, "--at", "2", "--queue")
+    assert q.returncode == 0, q.stderr
+    assert fm.run_row(q.stdout.strip())["state"] == "pending"
+
+
+def test_fork_at_1_current_of_a_completed_run(fm):
+    fm.write("ok.star", 'def main(out):\n    sh("echo one >> " + out)\n    sh("echo two >> " + out)\n'
+                        '    return "ok"\n')
+    side = fm.root / "side.txt"
+    r = fm("run", "ok.star", "-a", f"out={side}")
+    assert r.returncode == 0, r.stderr
+    old = run_id_of(r.stderr)
+    f = fm("fork", old, "--at", "1", "--current")
+    assert f.returncode == 0, f.stderr
+    assert json.loads(f.stdout) == "ok"
+    assert side.read_text() == "one\ntwo\ntwo\n"  # entry 1 copied, entry 2 performed live
+    new = run_id_of(f.stderr)
+    row = fm.run_row(new)
+    assert (row["state"], row["forked_from"], row["forked_at"], row["args"]) == \
+        ("completed", old, 1, fm.run_row(old)["args"])
+
+
+def test_fork_shares_ended_children_of_the_prefix(fm):
+    fm.write("fan.star", """\
+def child(n):
+    return n * 10
+
+def main(out):
+    hs = [spawn(child, 1), spawn(child, 2)]
+    sh("echo spawned >> " + out)
+    rs = wait(hs)
+    return [r.value for r in rs]
+""")
+    side = fm.root / "side.txt"
+    r = fm("run", "fan.star", "-a", f"out={side}")
+    assert r.returncode == 0, r.stderr
+    old = run_id_of(r.stderr)
+    f = fm("fork", old, "--at", "3")  # spawn, spawn, sh copied; wait live, on the old run's ended children
+    assert f.returncode == 0, f.stderr
+    assert json.loads(f.stdout) == [10, 20]
+    assert side.read_text() == "spawned\n"
+    assert count_runs(fm) == 4  # no child run was started again
+
+
+def test_retry_and_fork_refuse_what_they_cannot_do(fm):
+    fm.write("ok.star", "def main():\n    return 1\n")
+    r = fm("run", "ok.star")
+    old = run_id_of(r.stderr)
+    before = count_runs(fm)
+    r = fm("retry", old)
+    assert r.returncode == 2 and "not failed" in r.stderr and "Traceback" not in r.stderr
+    r = fm("fork", old, "--at", "5")
+    assert r.returncode == 2 and "has 0 journal entries" in r.stderr
+    assert count_runs(fm) == before
