@@ -149,6 +149,9 @@ ALTER TABLE blobs DROP COLUMN touched_at;
 ALTER TABLE runs DROP COLUMN flowmetal_version;
 ALTER TABLE runs DROP COLUMN prelude_digest;
 ALTER TABLE runs DROP COLUMN digest_version;
+DROP TABLE workers;
+ALTER TABLE runs DROP COLUMN forked_from;
+ALTER TABLE runs DROP COLUMN forked_at;
 UPDATE meta SET value = '2' WHERE key = 'schema_version';
 """
 
@@ -263,10 +266,10 @@ def test_a_read_only_store_reads_while_another_connection_holds_the_write_lock(t
 def test_a_read_only_store_migrates_an_older_schema_once_and_refuses_a_missing_file(tmp_path):
     path = tmp_path / "old.db"
     SqliteStore(path).close()
-    conn = sqlite3.connect(path)  # back to schema 5, as the release before migration 6 left it
-    for column in ("flowmetal_version", "prelude_digest", "digest_version"):
+    conn = sqlite3.connect(path)  # back to schema 7, as the release before migration 8 left it
+    for column in ("forked_from", "forked_at"):
         conn.execute(f"ALTER TABLE runs DROP COLUMN {column}")
-    conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    conn.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
     ro = SqliteStore(path, readonly=True)  # after an upgrade, `flowmetal runs` still works
@@ -274,7 +277,7 @@ def test_a_read_only_store_migrates_an_older_schema_once_and_refuses_a_missing_f
     ro.close()
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(len(MIGRATIONS))
-    assert "digest_version" in [r[1] for r in conn.execute("PRAGMA table_info(runs)")]
+    assert "forked_from" in [r[1] for r in conn.execute("PRAGMA table_info(runs)")]
     conn.close()
     with pytest.raises(StoreError, match="no database at"):
         SqliteStore(tmp_path / "none.db", readonly=True)
