@@ -26,7 +26,6 @@ LOCKED).
 
 import os
 import threading
-import time
 from contextlib import contextmanager
 
 from flowmetal.clock import SYSTEM
@@ -214,11 +213,11 @@ class PostgresStore(RunsTable, JournalTables, ScheduleTables, Retention, ApiTabl
     def wait_for_change(self, timeout, event=None):
         """LISTEN on this thread's own autocommit connection; True at the first NOTIFY (or when
         `event` is set). A lost listening connection answers True (look again) and is reopened."""
-        end = time.monotonic() + timeout  # (real time: this waits for other processes)
+        end = SYSTEM.monotonic() + timeout  # (real time, whatever the store's clock: this waits for other processes)
         try:
             listener = self._listener()
             while True:
-                left = end - time.monotonic()
+                left = end - SYSTEM.monotonic()
                 if event is not None and event.is_set():
                     return True
                 if left <= 0:
@@ -230,7 +229,7 @@ class PostgresStore(RunsTable, JournalTables, ScheduleTables, Retention, ApiTabl
                     return True
         except self._psycopg.Error:
             self._drop_listener()
-            time.sleep(max(0.0, min(1.0, end - time.monotonic())))  # (the server may be restarting)
+            SYSTEM.sleep(max(0.0, min(1.0, end - SYSTEM.monotonic())))  # (the server may be restarting)
             return True
 
     def _listener(self):
