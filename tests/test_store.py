@@ -152,6 +152,8 @@ ALTER TABLE runs DROP COLUMN digest_version;
 DROP TABLE workers;
 ALTER TABLE runs DROP COLUMN forked_from;
 ALTER TABLE runs DROP COLUMN forked_at;
+DROP INDEX runs_due;
+DROP INDEX runs_due_root;
 UPDATE meta SET value = '2' WHERE key = 'schema_version';
 """
 
@@ -266,10 +268,10 @@ def test_a_read_only_store_reads_while_another_connection_holds_the_write_lock(t
 def test_a_read_only_store_migrates_an_older_schema_once_and_refuses_a_missing_file(tmp_path):
     path = tmp_path / "old.db"
     SqliteStore(path).close()
-    conn = sqlite3.connect(path)  # back to schema 7, as the release before migration 8 left it
-    for column in ("forked_from", "forked_at"):
-        conn.execute(f"ALTER TABLE runs DROP COLUMN {column}")
-    conn.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
+    conn = sqlite3.connect(path)  # back to schema 8, as the release before migration 9 left it
+    conn.execute("DROP INDEX runs_due")
+    conn.execute("DROP INDEX runs_due_root")
+    conn.execute("UPDATE meta SET value = '8' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
     ro = SqliteStore(path, readonly=True)  # after an upgrade, `flowmetal runs` still works
@@ -277,7 +279,7 @@ def test_a_read_only_store_migrates_an_older_schema_once_and_refuses_a_missing_f
     ro.close()
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(len(MIGRATIONS))
-    assert "forked_from" in [r[1] for r in conn.execute("PRAGMA table_info(runs)")]
+    assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs_due'").fetchone() is not None
     conn.close()
     with pytest.raises(StoreError, match="no database at"):
         SqliteStore(tmp_path / "none.db", readonly=True)

@@ -148,3 +148,51 @@ def test_worker_identities_and_heartbeats(store, other, clock):
     rows = other.workers()
     assert [(r["id"], r["host"], r["pid"], r["runs"]) for r in rows] == [("h2:20:bb", "h2", 20, 1), ("h1:10:aa", "h1", 10, 0)]
     assert rows[1]["seen_at"] == clock.now() and rows[1]["stopped_at"] is None and rows[0]["stopped_at"] == clock.now()
+
+
+def test_claims_come_in_due_order_across_states(store, other, clock):
+    """Pending runs are due when created, waiting runs at their wake time, a dead owner's
+    running run when its lease expires: claims take them earliest due first, whatever the
+    state, and never one that is not due yet (issue 17: one index search, store/sqlite/runs.py)."""
+    t0 = clock.now()
+    add_run(store, clock, "dead")  # t0: claimed below by an owner whose lease then expires at t0 + 5
+    store.claim("gone", 5, run_id="dead")
+    add_run(store, clock, "sleeper")  # t0: suspended until t0 + 3
+    store.claim("me", 30, run_id="sleeper")
+    store.suspend_run("sleeper", "me", WaitingFor("timer", until=t0 + 3, builtin="sleep").to_json(), t0 + 3)
+    add_run(store, clock, "forever")  # waits to be woken: never due by time
+    store.claim("me", 30, run_id="forever")
+    store.suspend_run("forever", "me", WaitingFor("signal", name="go").to_json(), None)
+    clock.advance(1)
+    add_run(store, clock, "p1")  # t0 + 1
+    clock.advance(1)
+    add_run(store, clock, "later")  # t0 + 2: suspended until t0 + 20
+    store.claim("me", 30, run_id="later")
+    store.suspend_run("later", "me", WaitingFor("timer", until=t0 + 20, builtin="sleep").to_json(), t0 + 20)
+    clock.advance(2)
+    add_run(store, clock, "p4")  # t0 + 4
+    clock.advance(3)  # now t0 + 7: due are p1 (t0+1), sleeper (t0+3), p4 (t0+4), dead (t0+5)
+    order = []
+    while (run := other.claim("other", 30)) is not None:
+        order.append(run["id"])
+    assert order == ["p1", "sleeper", "p4", "dead"]
+    clock.advance(13)  # t0 + 20: `later` is due (at its wake time exactly)
+    assert other.claim("other", 30)["id"] == "later"
+    assert other.claim("other", 30) is None  # `forever` waits for its signal
+    assert store.wake("forever") is True
+    assert other.claim("other", 30)["id"] == "forever"
+
+
+def test_claims_within_one_tree_come_in_due_order_and_stay_in_it(store, clock):
+    add_run(store, clock, "root")
+    clock.advance(1)
+    add_run(store, clock, "stranger")  # another tree, due before the children
+    clock.advance(1)
+    add_run(store, clock, "c2", parent_id="root", root_id="root")
+    clock.advance(1)
+    add_run(store, clock, "c3", parent_id="root", root_id="root")
+    order = []
+    while (run := store.claim("me", 30, root_id="root")) is not None:
+        order.append(run["id"])
+    assert order == ["root", "c2", "c3"]
+    assert store.claim("me", 30)["id"] == "stranger"

@@ -11,43 +11,35 @@ function over a few host callables:
 - `_log(text)`: `print` and `log`, captured instead of written by Rust to stdout.
 
 Every source text a program reads is kept in `texts`, so a run can pin it.
+
+The prelude is evaluated once per process and its frozen module is loaded into
+each module; modules are cached by content; the host callables find their
+Program through a thread-local (lang/prelude.py).
 """
 
 import re
 from ast import literal_eval as ast_literal
 from functools import lru_cache
-from pathlib import Path
 
 import starlark as sl
 
 from flowmetal.codec import content_hash
 from flowmetal.durations import parse_duration
 from flowmetal.errors import BuiltinError, LoadError, UserError
-from flowmetal.lang.diagnostics import PRELUDE, Diagnostic, from_starlark_error
+from flowmetal.lang.diagnostics import Diagnostic, from_starlark_error
+from flowmetal.lang.prelude import (  # noqa: F401 (re-exported: the loader's surface)
+    _PRELUDE_LOADER, BUILTIN_NAMES, DIALECT, DIRECT_EFFECTS, EFFECTS, GLOBALS, MODULE_EVALUATIONS,
+    PRELUDE_EVALUATIONS, PRELUDE_TEXT, LoadedModule, _builtins_load, _cache_module, _cached_module, _running,
+    frozen_prelude, prelude_ast,
+)
 from flowmetal.lang.safe import StarlarkPanic, enlarge_thread_stacks, guard, nesting_problem, on_big_stack
 from flowmetal.lang.workspace import LabelError, require_star, resolve_label
 
 # Threads started from now on (worker pools, the scheduler's loader) get a big native stack.
 enlarge_thread_stacks()
 
-DIALECT = sl.Dialect.extended()
-GLOBALS = sl.Globals.extended_by([
-    sl.LibraryExtension.StructType,
-    sl.LibraryExtension.Json,
-    sl.LibraryExtension.Typing,
-    sl.LibraryExtension.Map,
-    sl.LibraryExtension.Filter,
-    sl.LibraryExtension.Partial,
-])
-PRELUDE_TEXT = (Path(__file__).parent / "builtins.star").read_text(encoding="utf-8")
-# Every public builtin the prelude defines (the names a user file sees).
-BUILTIN_NAMES = tuple(re.findall(r"^def ([a-z]\w*)\(", PRELUDE_TEXT, re.M))
-EFFECTS = tuple(sorted(set(re.findall(r'_effect\("(\w+)"', PRELUDE_TEXT))))
 _TOP_DEF = re.compile(r"^def\s+(\w+)\s*\(", re.M)
 _SCHEDULE_CALL = re.compile(r"^[ \t]*schedule\s*\(", re.M)
-# Effects without arguments, bound as host callables over the prelude's definitions
-# (which stay, for typechecking and as their documentation): host name -> builtin.
-DIRECT_EFFECTS = {"_now_ns": "now", "random": "random", "uuid": "uuid"}
 _UNKNOWN_NAME = re.compile(r"Variable `(\w+)` not found")
 
 
@@ -63,9 +55,6 @@ class SourceError(UserError):
         self.diagnostic = diagnostic
 
 
-@lru_cache(maxsize=1)
-def prelude_ast():
-    return sl.parse(PRELUDE, PRELUDE_TEXT, DIALECT)
 
 
 @lru_cache(maxsize=512)
@@ -137,6 +126,8 @@ class Program:
         self._failed = set()
         self.stubbed = set()  # files that loaded only with unknown names stubbed (lenient mode)
         self._unreadable = {}  # file name -> why it cannot be read (missing, a link out of the root...)
+        self._declarers = {}  # file name -> its `_declare` (counts its schedule() calls)
+        self._frames = []  # per file being evaluated: [its loads [(name, module)], whether it logged or declared]
 
     # --- host callables ---------------------------------------------------
 
@@ -148,18 +139,15 @@ class Program:
             )
         return self.effect_handler(name, args)
 
-    def _direct(self, name):
+    def _direct_call(self, name, args, kwargs):
         """An effect without arguments as a host callable: the same call of the gate as
         `_effect` makes, without the prelude function's frame and argument dict (whose
         JSON crossing costs more than the rest of the call)."""
-        def call(*args, **kwargs):
-            if args or kwargs:
-                raise BuiltinError(f"{name}() takes no arguments")
-            if self.phase != "execution":
-                return self._effect(name, {})  # raises PhaseError
-            return self.effect_handler(name, {})
-
-        return call
+        if args or kwargs:
+            raise BuiltinError(f"{name}() takes no arguments")
+        if self.phase != "execution":
+            return self._effect(name, {})  # raises PhaseError
+        return self.effect_handler(name, {})
 
     def _pure(self, name, args):
         if name == "duration":
@@ -177,7 +165,18 @@ class Program:
         raise BuiltinError(f"unknown helper {name}")
 
     def _log(self, text):
+        if self._frames:  # printed while loading: the module is not cached (a later run prints again)
+            self._frames[-1][1] = True
         self.log_handler(text)
+
+    def _declare(self, kind, args):
+        """`_declare` of the prelude: a declaration of the file being evaluated on this thread."""
+        file = self._stack[-1] if self._stack else ""
+        if self._frames:
+            self._frames[-1][1] = True
+        if file not in self._declarers:
+            self._declarers[file] = self._declarer(file)
+        return self._declarers[file](kind, args)
 
     def _declarer(self, file):
         """The `_declare` callable for one file. A declaration's line is that of the k-th
@@ -211,10 +210,14 @@ class Program:
         with a big native stack (safe.on_big_stack).
         """
         require_star(name)
-        module = on_big_stack(self._load, name)
+        module = on_big_stack(self._load_here, name)
         if module is None:
             raise LoadError(f"{name} failed to load", self.diagnostics)
-        return module
+        return LoadedModule(self, module)
+
+    def _load_here(self, name):
+        with _running(self):
+            return self._load(name)
 
     def _load(self, name):
         if name in self.modules:
@@ -238,8 +241,25 @@ class Program:
                 self._fail(name, Diagnostic(name, 1, 1, str(e)))
             return None
         self.texts[name] = text
+        text_hash = content_hash(text)
+        key = None if self.lenient else (name, text_hash)
+        hit = key and _cached_module(key)
+        if hit and all(self._load(dep) is module for dep, module in hit[1]):
+            self.modules[name] = hit[0]  # evaluated before, from this very text and these very modules
+            return hit[0]
+        self._frames.append([[], False])
         try:
-            ast = parse(name, text)
+            frozen = self._evaluate_text(name, text, text_hash)
+        finally:
+            loads, impure = self._frames.pop()
+        if frozen is not None and key and not impure and name not in self.stubbed:
+            _cache_module(key, frozen, tuple(loads))
+        return frozen
+
+    def _evaluate_text(self, name, text, text_hash):
+        MODULE_EVALUATIONS[0] += 1
+        try:
+            ast = _parse(name, text_hash, text)
         except SourceError as e:
             self._fail(name, e.diagnostic)
             return None
@@ -252,16 +272,10 @@ class Program:
         stubs = []
         while True:
             module = sl.Module()
-            module.add_callable("_effect", self._effect)
-            module.add_callable("_pure", self._pure)
-            module.add_callable("_log", self._log)
-            module.add_callable("_declare", self._declarer(name))
             loader = sl.FileLoader(lambda label: self._load_for(name, label))
             mark = len(self.declarations)
             try:
-                guard(sl.eval, module, prelude_ast(), GLOBALS)
-                for host_name, builtin in DIRECT_EFFECTS.items():  # straight to the gate: the hottest builtins
-                    module.add_callable(host_name, self._direct(builtin))
+                guard(sl.eval, module, _builtins_load(), GLOBALS, _PRELUDE_LOADER)  # the builtins, evaluated once
                 if stubs:
                     sl.eval(module, sl.parse("<stubs>", "".join(f"{n} = None\n" for n in stubs), DIALECT), GLOBALS)
                 guard(sl.eval, module, ast, GLOBALS, loader)
@@ -295,6 +309,8 @@ class Program:
             cycle = self._stack[self._stack.index(name):] + [name]
             raise LoadError("load cycle: " + " -> ".join(cycle))
         module = self._load(name)
+        if module is not None and self._frames:
+            self._frames[-1][0].append((name, module))
         if module is None:
             if name in self._unreadable:
                 raise LoadError(f"cannot load {label!r}: {self._unreadable[name]}")

@@ -165,7 +165,28 @@ MIGRATIONS = [
     ALTER TABLE runs ADD COLUMN forked_from TEXT;
     ALTER TABLE runs ADD COLUMN forked_at INTEGER;
     """,
+    # 9: claims in O(log n) (issue 17). A claimable run's due time is an index on an
+    # expression (CLAIM_DUE below, written out here as it shipped): pending from created_at,
+    # waiting from wake_at (NULL: waits to be woken), running from lease_expires (a dead
+    # owner's run). A claim is one search of this index in due order, never a sort of
+    # every claimable run; the second index does the same for a claim within one tree
+    # (`flowmetal run`). No column: every statement that changes a run keeps the index
+    # right by itself, and CREATE INDEX fills it from the rows already there, so runs in
+    # flight are claimable as before.
+    """
+    CREATE INDEX runs_due ON runs((CASE state WHEN 'pending' THEN created_at WHEN 'waiting' THEN wake_at
+        WHEN 'running' THEN lease_expires END)) WHERE state IN ('pending', 'waiting', 'running');
+    CREATE INDEX runs_due_root ON runs(root_id, (CASE state WHEN 'pending' THEN created_at WHEN 'waiting' THEN wake_at
+        WHEN 'running' THEN lease_expires END)) WHERE state IN ('pending', 'waiting', 'running');
+    """,
 ]
+
+# A run's due time as the claim query writes it: the very expression of migration 9's
+# indexes (SQLite uses an index on an expression only for that expression, token for token
+# up to whitespace; tests/test_perf_claims.py checks the query plan).
+CLAIM_DUE = ("(CASE state WHEN 'pending' THEN created_at WHEN 'waiting' THEN wake_at "
+             "WHEN 'running' THEN lease_expires END)")
+CLAIMABLE = "state IN ('pending', 'waiting', 'running')"  # the indexes' WHERE, repeated by the query
 
 ENDED_SQL = ", ".join(f"'{state}'" for state in ENDED)  # for "state IN (...)"
 
