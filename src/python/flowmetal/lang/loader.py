@@ -28,7 +28,7 @@ from flowmetal.durations import parse_duration
 from flowmetal.errors import BuiltinError, LoadError, UserError
 from flowmetal.lang.diagnostics import Diagnostic, from_starlark_error
 from flowmetal.lang.prelude import (  # noqa: F401 (re-exported: the loader's surface)
-    _PRELUDE_LOADER, BUILTIN_NAMES, DIALECT, DIRECT_EFFECTS, EFFECTS, GLOBALS, MODULE_EVALUATIONS,
+    _PRELUDE_LOADER, BUILTIN_NAMES, HOST, DIALECT, DIRECT_EFFECTS, EFFECTS, GLOBALS, MODULE_EVALUATIONS,
     PRELUDE_EVALUATIONS, PRELUDE_TEXT, LoadedModule, _builtins_load, _cache_module, _cached_module, _running,
     frozen_prelude, prelude_ast,
 )
@@ -110,10 +110,13 @@ class Declaration:
 class Program:
     """One root file and the files it loads, evaluated into frozen modules."""
 
-    def __init__(self, sources, effect=None, log=None, lenient=False):
+    def __init__(self, sources, effect=None, log=None, lenient=False, expose_effect=False):
         """`lenient` (for `flowmetal check`): after an unknown name, report it and evaluate
-        again with that name defined as None, so the problems after it are found too."""
+        again with that name defined as None, so the problems after it are found too.
+        `expose_effect` (for `flowmetal test`, whose `t` object is Starlark appended to the
+        test file): the file's own code may call `_effect` and `_pure` too, as the prelude does."""
         self.sources = sources
+        self.expose_effect = expose_effect
         self.lenient = lenient
         self.effect_handler = effect
         self.log_handler = log or (lambda text: None)
@@ -276,6 +279,9 @@ class Program:
             mark = len(self.declarations)
             try:
                 guard(sl.eval, module, _builtins_load(), GLOBALS, _PRELUDE_LOADER)  # the builtins, evaluated once
+                if self.expose_effect:
+                    for host_name in ("_effect", "_pure"):
+                        module.add_callable(host_name, HOST[host_name])
                 if stubs:
                     sl.eval(module, sl.parse("<stubs>", "".join(f"{n} = None\n" for n in stubs), DIALECT), GLOBALS)
                 guard(sl.eval, module, ast, GLOBALS, loader)

@@ -89,7 +89,7 @@ def _host_direct(name):
     return call
 
 
-_HOST = {
+HOST = {
     "_effect": lambda name, args: _current()._effect(name, args),
     "_pure": lambda name, args: _current()._pure(name, args),
     "_log": lambda text: _current()._log(text),
@@ -105,7 +105,7 @@ def frozen_prelude():
     with _PRELUDE_LOCK:
         if not _prelude:
             module = sl.Module()
-            for name, fn in _HOST.items():
+            for name, fn in HOST.items():
                 module.add_callable(name, fn)
             guard(sl.eval, module, prelude_ast(), GLOBALS)
             for host_name, builtin in DIRECT_EFFECTS.items():  # straight to the gate: the hottest builtins

@@ -135,7 +135,7 @@ class TestFile:
         self.harness = None
         self.failure = None
         self.sources = _TestSources(root, self.name, self.tests)
-        self.program = Program(self.sources, effect=self._host, log=lambda text: None)
+        self.program = Program(self.sources, effect=self._host, log=lambda text: None, expose_effect=True)
 
     def _host(self, name, args):
         if not name.startswith("t."):
