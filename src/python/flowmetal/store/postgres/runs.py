@@ -71,7 +71,7 @@ class RunsTable:
             scope = " AND id = %(run_id)s"
         elif root_id is not None:
             scope = " AND root_id = %(root_id)s"
-        # The subquery walks runs_claim in due order and locks the first runnable row no
+        # The subquery walks runs_due (a run's due time: created, woken, or its lease expired) in due order and locks the first runnable row no
         # other claim holds (SKIP LOCKED): concurrent claims take different runs, none waits.
         row = self.q(
             f"""UPDATE runs SET state = 'running', owner = %(owner)s, lease_expires = {NOW} + %(lease)s,
@@ -81,7 +81,7 @@ class RunsTable:
                    WHERE state IN ('pending', 'waiting', 'running')
                      AND (state = 'pending' OR (state = 'waiting' AND wake_at <= {NOW})
                           OR (state = 'running' AND lease_expires < {NOW})){scope}
-                   ORDER BY coalesce(wake_at, created_at) LIMIT 1
+                   ORDER BY (CASE state WHEN 'pending' THEN created_at WHEN 'waiting' THEN wake_at WHEN 'running' THEN lease_expires END) LIMIT 1
                    FOR UPDATE SKIP LOCKED)
                RETURNING *""",
             {"owner": owner, "lease": float(lease_seconds), "now": self.now(), "run_id": run_id, "root_id": root_id},

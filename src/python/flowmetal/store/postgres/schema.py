@@ -145,6 +145,12 @@ MIGRATIONS = [
     ALTER TABLE runs ADD COLUMN forked_from TEXT;
     ALTER TABLE runs ADD COLUMN forked_at BIGINT;
     """,
+    # 4: claims in due order whatever the state (as SQLite's migration 9): pending from
+    # created_at, waiting from wake_at, a dead owner's run from when its lease expired.
+    """
+    DROP INDEX runs_claim;
+    CREATE INDEX runs_due ON runs ((CASE state WHEN 'pending' THEN created_at WHEN 'waiting' THEN wake_at WHEN 'running' THEN lease_expires END)) WHERE state IN ('pending', 'waiting', 'running');
+    """,
 ]
 
 ENDED_SQL = ", ".join(f"'{state}'" for state in ENDED)
