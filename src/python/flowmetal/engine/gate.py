@@ -57,7 +57,7 @@ from flowmetal.engine.effects.registry import (
     CONTROL, DEFERRED, OUTSIDE, PURE, WAIT, BuiltinError, ChildrenWait, ContinueAsNew, Deferred, SignalWait,
     SpawnChild, Timer, lookup, recorded_args, REGISTRY,
 )
-from flowmetal.engine.effects import children, pure, waits  # noqa: F401  (they register their builtins)
+from flowmetal.engine.effects import children, pure, tasks, waits  # noqa: F401  (they register their builtins)
 from flowmetal.engine.effects.secrets import from_markers, mask, mask_spans, refill, to_markers
 from flowmetal.errors import EffectError, NondeterminismError
 from flowmetal.model import Cancel, Continue, Interrupt, Lost, Nondeterminism, Suspend, WaitingFor
@@ -487,17 +487,47 @@ class Gate:
     # --- deferred effects: a result delivered from outside ----------------------
 
     def _deferred(self, eff, args):
-        """Record the effect as started with what it waits for, and suspend until someone
-        completes the entry (complete_effect, issue 11 item 2) or its deadline passes."""
+        """Record the effect as started, with the `deferred` row of what it waits for, in one
+        transaction; then take the result someone completed (engine/deferred.py), give up at
+        the deadline, or suspend holding nothing until complete_effect wakes the run.
+        The journaled value is {"ok", "value", "error", "attempts"}; with check (the
+        default) a failed one fails the run."""
         spec = eff.perform(args, self._context(self.seq + 1))
         if not isinstance(spec, Deferred):
             raise TypeError(f"{eff.name}: a deferred effect returned {spec!r}")
-        seq, done, value, deadline = self._open_wait(eff, args, spec.timeout, data={"deferred": spec.detail})
-        if done:
-            return value
-        if deadline is not None and self.clock.now() >= deadline:
-            self._complete(seq, None)
-            return None
+        seq, rec = self._next(eff.name, args, eff)
+        if "_new" in rec:
+            deadline = None if spec.timeout is None else self.clock.now() + spec.timeout
+            with self.store.transaction():
+                self._record(seq, eff.name, rec, "started", data={"deferred": spec.detail, "deadline": deadline})
+                self.store.insert_deferred({
+                    "run_id": self.run_id, "seq": seq, "builtin": eff.name, "queue": spec.detail.get("queue"),
+                    "detail": canonical(spec.detail), "deadline": deadline, "created_at": self.clock.now()})
+            value = self._await_deferred(eff, seq, deadline, spec)
+        elif rec["status"] == "started":
+            value = self._await_deferred(eff, seq, loads(rec["data"])["deadline"], spec)
+        else:
+            value = self._decode(rec)
+        if not value["ok"] and args.get("check", True):
+            raise BuiltinError(f"{eff.name}() failed: {value['error']}")
+        return value
+
+    def _await_deferred(self, eff, seq, deadline, spec):
+        with self.store.transaction():
+            row = self.store.get_deferred(self.run_id, seq)
+            now = self.clock.now()
+            if row["state"] == "waiting" and deadline is not None and now >= deadline \
+                    and self.store.expire_deferred(self.run_id, seq, now):
+                row = {**row, "state": "expired"}
+            if row["state"] != "waiting":
+                if row["state"] == "completed":
+                    ok = row["error"] is None
+                    value = {"ok": ok, "value": loads(row["result"]) if ok else None, "error": row["error"]}
+                else:
+                    value = {"ok": False, "value": None, "error": f"timed out after {spec.timeout:g}s"}
+                value["attempts"] = 1
+                self._complete(seq, value)
+                return value
         self._suspend(WaitingFor(kind="effect", seq=seq, builtin=eff.name, detail=spec.detail, until=deadline),
                       deadline)
 

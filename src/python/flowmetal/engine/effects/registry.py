@@ -95,7 +95,7 @@ def lookup(name):
 
 def _load_all():
     """Import every effect module (each registers its builtins)."""
-    from flowmetal.engine.effects import children, http, pure, sh, waits  # noqa: F401
+    from flowmetal.engine.effects import children, http, pure, sh, tasks, waits  # noqa: F401
 
 
 def _same(value, default):

@@ -8,7 +8,7 @@ import math
 from operator import itemgetter
 
 from flowmetal.store.base import ENDED
-from flowmetal.store.sqlite import api
+from flowmetal.store.sqlite import api, deferred
 
 # Each entry migrates the schema from version i to i+1. Never edit one that shipped.
 MIGRATIONS = [
@@ -157,6 +157,8 @@ MIGRATIONS = [
     ALTER TABLE runs ADD COLUMN prelude_digest TEXT;
     ALTER TABLE runs ADD COLUMN digest_version INTEGER;
     """,
+    # 7: deferred effects, completed from outside the process (store/sqlite/deferred.py).
+    deferred.MIGRATION,
 ]
 
 ENDED_SQL = ", ".join(f"'{state}'" for state in ENDED)  # for "state IN (...)"
