@@ -94,3 +94,15 @@ def test_a_run_suspending_on_an_effect_completed_meanwhile_is_due_at_once(store,
     assert complete_effect(other, "r1", 1, result=1).outcome == "completed"  # (the run is still running)
     assert lifecycle.suspend(store, clock, run, "me", WaitingFor("effect", seq=1), None) == "waiting"
     assert store.get_run("r1")["wake_at"] == clock.now()  # no wake-up lost
+
+
+def test_prune_deletes_the_deferred_rows_of_the_runs_it_deletes(store, clock):
+    _waiting(store, clock)
+    _deferred(store, clock)
+    _waiting(store, clock, run_id="r2")
+    _deferred(store, clock, run_id="r2")
+    assert store.end_run("r1", "cancelled", error="cancelled")
+    clock.advance(100)
+    assert store.prune(clock.now() - 50, clock.now())["runs"] == 1
+    assert store.get_deferred("r1", 1) is None
+    assert store.get_deferred("r2", 1)["state"] == "waiting"  # its run lives on
