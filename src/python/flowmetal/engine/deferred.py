@@ -11,10 +11,16 @@ transaction. The run's next execution finds the completed row and records its
 result in the journal (only the run's owner writes the journal).
 """
 
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import time
 from dataclasses import dataclass
 
 from flowmetal.clock import SYSTEM
-from flowmetal.codec import canonical, content_hash, loads
+from flowmetal.codec import canonical, content_hash, loads  # noqa: F401 (loads: for the routes)
 
 COMPLETED, DUPLICATE, CONFLICT, EXPIRED, VOID, UNKNOWN = (
     "completed", "duplicate", "conflict", "expired", "void", "unknown")
@@ -72,3 +78,57 @@ def is_done(store, run_id, seq):
     """Has the deferred row been completed (so a run about to wait for it is due at once)?"""
     row = store.get_deferred(run_id, seq)
     return row is not None and row["state"] == "completed"
+
+
+# --- callbacks: a URL whose call completes the row -------------------------------
+#
+# The token of a callback URL is HMAC-SHA256(server secret, "callback:<run id>:<seq>"),
+# base64url (256 bits). The journal records the callback without its URL; every
+# execution derives the same URL again, and the `deferred` row keeps only the
+# token's SHA-256 to find it. The secret is a file next to the database
+# (`.flowmetal/secret`, created 0600 with 32 random bytes), never in the database.
+
+SECRET_FILE = "secret"
+PUBLIC_URL = "http://127.0.0.1:8420"  # `flowmetal serve`'s default listen address
+
+
+def server_secret(directory):
+    """The server secret in `directory`, created (0600, 32 random bytes) if missing."""
+    path = os.path.join(directory, SECRET_FILE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    for _ in range(100):  # (another process may be writing it this very moment)
+        with open(path) as f:
+            text = f.read().strip()
+        if len(text) == 64:
+            return bytes.fromhex(text)
+        time.sleep(0.01)
+    raise OSError(f"the server secret {path} is malformed")
+
+
+def callback_token(secret, run_id, seq):
+    mac = hmac.new(secret, f"callback:{run_id}:{seq}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def token_hash(token):
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def public_url():
+    """Where callback URLs point: FLOWMETAL_PUBLIC_URL (`flowmetal serve --public-url` sets it)."""
+    return (os.environ.get("FLOWMETAL_PUBLIC_URL") or PUBLIC_URL).rstrip("/")
+
+
+def complete_callback(store, token, payload, clock=None):
+    """Complete the callback whose URL token is `token` with `payload`: a Completion
+    (unknown when no callback has this token)."""
+    row = store.deferred_by_token(token_hash(token)) if isinstance(token, str) and token else None
+    if row is None:
+        return Completion(UNKNOWN, "no such callback")
+    return complete_effect(store, row["run_id"], row["seq"], result=payload, clock=clock)

@@ -184,7 +184,7 @@ class Store(ABC):
     # A row per deferred effect, keyed by (run_id, seq): builtin, queue (a task's; else
     # None), detail (JSON: what it waits for), deadline (None: none), created_at; and
     # state "waiting" | "completed" | "expired", result (JSON), error, payload_hash,
-    # completed_at.
+    # completed_at; token_hash (a callback's: the SHA-256 of its URL token, never the token).
     @abstractmethod
     def insert_deferred(self, row: dict):
         """A new waiting row (run_id, seq, builtin, queue, detail, deadline, created_at);
@@ -192,6 +192,10 @@ class Store(ABC):
 
     @abstractmethod
     def get_deferred(self, run_id: str, seq: int) -> dict | None: ...
+
+    @abstractmethod
+    def deferred_by_token(self, token_hash: str) -> dict | None:
+        """The row whose callback token has this SHA-256 (only the hash is stored)."""
 
     @abstractmethod
     def complete_deferred(self, run_id: str, seq: int, result, error, payload_hash: str, now: float) -> bool:

@@ -29,8 +29,10 @@ MIGRATION = """
         payload_hash TEXT,
         created_at REAL NOT NULL,
         completed_at REAL,
+        token_hash TEXT,
         PRIMARY KEY (run_id, seq)
     );
+    CREATE UNIQUE INDEX IF NOT EXISTS deferred_token ON deferred(token_hash);
     CREATE INDEX IF NOT EXISTS deferred_waiting ON deferred(state, queue);
 """
 
@@ -45,6 +47,10 @@ class DeferredTables:
 
     def get_deferred(self, run_id, seq):
         row = self.x("SELECT * FROM deferred WHERE run_id = ? AND seq = ?", (run_id, seq)).fetchone()
+        return dict(row) if row else None
+
+    def deferred_by_token(self, token_hash):
+        row = self.x("SELECT * FROM deferred WHERE token_hash = ?", (token_hash,)).fetchone()
         return dict(row) if row else None
 
     def complete_deferred(self, run_id, seq, result, error, payload_hash, now):
