@@ -207,6 +207,16 @@ class Store(ABC):
         """The run gives up on a waiting row at its deadline; False if it was completed first."""
 
     @abstractmethod
+    def claim_task(self, queue: str, lease_hash: str, lease_seconds: float, now: float) -> dict | None:
+        """Lease the oldest waiting task of `queue` not leased (or whose lease expired), of a
+        live run, not past its deadline: lease_hash, lease_expires = now + lease_seconds,
+        attempts + 1, in one statement. None if there is none."""
+
+    @abstractmethod
+    def renew_task(self, run_id: str, seq: int, lease_hash: str, lease_seconds: float, now: float) -> bool:
+        """Extend a live lease held under `lease_hash`; False if it is stale or another's."""
+
+    @abstractmethod
     def waiting_deferred(self, queue=None, limit=100) -> list: """Waiting rows, oldest first."""
 
     # --- blobs

@@ -30,6 +30,9 @@ MIGRATION = """
         created_at REAL NOT NULL,
         completed_at REAL,
         token_hash TEXT,
+        lease_hash TEXT,
+        lease_expires REAL,
+        attempts INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (run_id, seq)
     );
     CREATE UNIQUE INDEX IF NOT EXISTS deferred_token ON deferred(token_hash);
@@ -63,6 +66,22 @@ class DeferredTables:
     def expire_deferred(self, run_id, seq, now):
         return self.x("UPDATE deferred SET state = 'expired', completed_at = ? "
                       "WHERE run_id = ? AND seq = ? AND state = 'waiting'", (now, run_id, seq)).rowcount == 1
+
+    def claim_task(self, queue, lease_hash, lease_seconds, now):
+        row = self.x(
+            f"""UPDATE deferred SET lease_hash = ?, lease_expires = ?, attempts = attempts + 1
+                WHERE rowid = (SELECT d.rowid FROM deferred d JOIN runs r ON r.id = d.run_id
+                               WHERE d.state = 'waiting' AND d.queue = ? AND r.state NOT IN ({ENDED_SQL})
+                                 AND (d.lease_expires IS NULL OR d.lease_expires < ?)
+                                 AND (d.deadline IS NULL OR d.deadline > ?)
+                               ORDER BY d.created_at LIMIT 1)
+                RETURNING *""", (lease_hash, now + lease_seconds, queue, now, now)).fetchone()
+        return dict(row) if row else None
+
+    def renew_task(self, run_id, seq, lease_hash, lease_seconds, now):
+        return self.x("UPDATE deferred SET lease_expires = ? WHERE run_id = ? AND seq = ? AND state = 'waiting' "
+                      "AND lease_hash = ? AND lease_expires >= ?",
+                      (now + lease_seconds, run_id, seq, lease_hash, now)).rowcount == 1
 
     def waiting_deferred(self, queue=None, limit=100):
         sql, params = "SELECT * FROM deferred WHERE state = 'waiting'", []
