@@ -85,3 +85,28 @@ def test_an_expired_lease_offers_the_task_again_and_fencing_the_old_worker(srv):
     wait_for(lambda: _state(srv, run_id)["state"] == "completed", what="the run's end")
     assert _state(srv, run_id)["result"] == "disk full"
     assert c.post("/api/v1/tasks/nope:1/complete", json={"lease": "x", "result": 1}).status_code == 404
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("worker", ["worker.sh", "worker.py"])
+def test_the_example_workers_complete_and_fail_tasks(srv, worker):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "workers" / worker
+    env = {**srv.env, "FLOWMETAL_URL": srv.url, "FLOWMETAL_TOKEN": srv.tok}
+    cmd = [str(path), "build", "sh", "-c", 'jq -c "{got: .commit}"'] if worker == "worker.sh" \
+        else [sys.executable, str(path), "build"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        run_id = srv.cli("start", "flows.star:build", "--arg", "commit=abc").stdout.strip()
+        wait_for(lambda: _state(srv, run_id)["state"] == "completed", timeout=30, what="the run's end")
+        expected = {"got": "abc"} if worker == "worker.sh" else {"echo": {"commit": "abc"}}
+        assert _state(srv, run_id)["result"] == {"built": expected}
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
