@@ -394,6 +394,9 @@ def test_the_openapi_document_covers_every_route(srv):
         ("get", "/api/v1/runs/{id}/result"), ("post", "/api/v1/runs/{id}/cancel"),
         ("post", "/api/v1/runs/{id}/signals/{name}"), ("get", "/api/v1/schedules"),
         ("get", "/healthz"), ("get", "/metrics"), ("get", "/api/v1/openapi.json"),
+        ("get", "/callbacks/{token}"), ("post", "/callbacks/{token}"), ("post", "/api/v1/tasks/claim"),
+        ("post", "/api/v1/tasks/{id}/heartbeat"), ("post", "/api/v1/tasks/{id}/complete"),
+        ("post", "/api/v1/tasks/{id}/fail"),
     }
     actual = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert actual == expected

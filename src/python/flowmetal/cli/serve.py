@@ -1,5 +1,6 @@
 """`flowmetal serve`: the HTTP API, a worker and the scheduler in one process."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -67,6 +68,8 @@ def serve_command(paths, listen, public_url, no_worker, no_scheduler, concurrenc
     app, ctx = create_app(store, SYSTEM, root, options=options, schedule_specs=background.specs)
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}"
+    # where callback() URLs point (engine/deferred.py reads it in the embedded worker)
+    os.environ["FLOWMETAL_PUBLIC_URL"] = public_url or os.environ.get("FLOWMETAL_PUBLIC_URL") or url
     parts = [p for p, on in (("worker", not no_worker), ("scheduler", not no_scheduler)) if on]
     say = lambda text: click.echo(text, err=True)  # noqa: E731
     say(f"flowmetal serve: listening on {url} (API {url}/api/v1, {' and '.join(parts) or 'API only'}; "

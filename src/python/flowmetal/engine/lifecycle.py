@@ -17,6 +17,8 @@ the write because another process owns the run now.
 import traceback
 
 from flowmetal.codec import canonical
+from flowmetal.engine import deferred
+from flowmetal.engine.deferred import complete_effect  # noqa: F401 (a run's life: completing its deferred effect)
 from flowmetal.engine.gate import run_stamp
 from flowmetal.errors import UserError
 from flowmetal.ids import new_run_id
@@ -72,6 +74,8 @@ def suspend(store, clock, run, owner, waiting_for, wake_at):
     with store.transaction():
         if waiting_for.kind == "signal" and store.has_signal(run["id"], waiting_for.name):
             wake_at = now
+        elif waiting_for.kind == "effect" and deferred.is_done(store, run["id"], waiting_for.seq):
+            wake_at = now  # completed while the run was still running: no wake-up is lost
         elif waiting_for.kind == "children":
             if any(RunState(store.get_run(c)["state"]).ended for c in waiting_for.runs):
                 wake_at = now

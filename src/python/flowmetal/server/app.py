@@ -18,11 +18,11 @@ from flowmetal.server.errors import HANDLERS, CatchAll
 from flowmetal.server.limits import MAX_BODY, BodyLimit
 from flowmetal.server.metrics import Metrics
 from flowmetal.server.notify import Changes
-from flowmetal.server.routes import health, runs, schedules
+from flowmetal.server.routes import callbacks, health, runs, schedules, tasks
 from flowmetal.server.web import routes as web_routes
 
 # A new resource (tasks, callbacks, schedule actions) is one more module here.
-RESOURCES = [runs, schedules, health]
+RESOURCES = [runs, schedules, health, callbacks, tasks]
 
 
 @dataclass

@@ -185,6 +185,46 @@ class Store(ABC):
     def take_signal(self, run_id: str, name: str, seq: int) -> dict | None:
         """Mark the oldest unconsumed signal `name` as consumed by journal entry `seq`."""
 
+    # --- deferred effects (engine/deferred.py): results that come from outside the process
+    #
+    # A row per deferred effect, keyed by (run_id, seq): builtin, queue (a task's; else
+    # None), detail (JSON: what it waits for), deadline (None: none), created_at; and
+    # state "waiting" | "completed" | "expired", result (JSON), error, payload_hash,
+    # completed_at; token_hash (a callback's: the SHA-256 of its URL token, never the token).
+    @abstractmethod
+    def insert_deferred(self, row: dict):
+        """A new waiting row (run_id, seq, builtin, queue, detail, deadline, created_at);
+        the gate inserts it in the transaction that records the journal entry."""
+
+    @abstractmethod
+    def get_deferred(self, run_id: str, seq: int) -> dict | None: ...
+
+    @abstractmethod
+    def deferred_by_token(self, token_hash: str) -> dict | None:
+        """The row whose callback token has this SHA-256 (only the hash is stored)."""
+
+    @abstractmethod
+    def complete_deferred(self, run_id: str, seq: int, result, error, payload_hash: str, now: float) -> bool:
+        """Complete a waiting row (one conditional statement): only while it is waiting, its
+        deadline has not passed and its run has not ended. True for exactly one caller."""
+
+    @abstractmethod
+    def expire_deferred(self, run_id: str, seq: int, now: float) -> bool:
+        """The run gives up on a waiting row at its deadline; False if it was completed first."""
+
+    @abstractmethod
+    def claim_task(self, queue: str, lease_hash: str, lease_seconds: float, now: float) -> dict | None:
+        """Lease the oldest waiting task of `queue` not leased (or whose lease expired), of a
+        live run, not past its deadline: lease_hash, lease_expires = now + lease_seconds,
+        attempts + 1, in one statement. None if there is none."""
+
+    @abstractmethod
+    def renew_task(self, run_id: str, seq: int, lease_hash: str, lease_seconds: float, now: float) -> bool:
+        """Extend a live lease held under `lease_hash`; False if it is stale or another's."""
+
+    @abstractmethod
+    def waiting_deferred(self, queue=None, limit=100) -> list: """Waiting rows, oldest first."""
+
     # --- blobs
     @abstractmethod
     def put_blob(self, data: str, now: float) -> str: """Store by content hash, marked written at `now`."""

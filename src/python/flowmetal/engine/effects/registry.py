@@ -91,7 +91,7 @@ def lookup(name):
 
 def _load_all():
     """Import every effect module (each registers its builtins)."""
-    from flowmetal.engine.effects import children, http, pure, sh, waits  # noqa: F401
+    from flowmetal.engine.effects import callbacks, children, http, pure, sh, tasks, waits  # noqa: F401
 
 
 def _same(value, default):
@@ -173,6 +173,8 @@ class Deferred:
 
     detail: dict
     timeout: float | None = None
+    wait: bool = True  # False: only create it (callback()); a later effect waits for it
+    target: int | None = None  # wait for the deferred row created at this journal position
 
 
 @dataclass(frozen=True)

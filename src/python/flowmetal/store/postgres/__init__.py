@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from flowmetal.clock import SYSTEM
 from flowmetal.errors import StoreError
 from flowmetal.store.base import Store
+from flowmetal.store.postgres.deferred import DeferredTables
 from flowmetal.store.postgres.journal import JournalTables
 from flowmetal.store.postgres.retention import Retention
 from flowmetal.store.postgres.runs import RunsTable
@@ -98,7 +99,8 @@ class Result:
         return iter(self.rows)
 
 
-class PostgresStore(RunsTable, JournalTables, ScheduleTables, Retention, ApiTables, WorkersTable, Store):
+class PostgresStore(RunsTable, JournalTables, ScheduleTables, Retention, ApiTables, WorkersTable, DeferredTables,
+                    Store):
     def __init__(self, url, *, clock=None, pool_size=None, readonly=False):
         import psycopg
         from psycopg_pool import ConnectionPool

@@ -48,7 +48,7 @@ class Retention:
                 ids = [r[0] for r in self.q(_TREES, {"tops": tops[i:i + PRUNE_BATCH]})]
                 counts["runs"] += len(ids)
                 for table, key in (("journal", "journal"), ("logs", "logs"), ("signals", "signals"),
-                                   ("run_sources", None), ("runs", None)):
+                                   ("deferred", None), ("run_sources", None), ("runs", None)):
                     col = "id" if table == "runs" else "run_id"
                     n = self._delete(dry_run, table, f"{col} = ANY(%(ids)s::text[])", {"ids": ids})
                     if key:

@@ -7,6 +7,7 @@ i+1; never edit one that shipped, append a new one.
 """
 
 from flowmetal.store.base import ENDED
+from flowmetal.store.postgres import deferred
 
 MIGRATIONS = [
     # 1: every table of SQLite schema version 6 at once.
@@ -151,6 +152,8 @@ MIGRATIONS = [
     DROP INDEX runs_claim;
     CREATE INDEX runs_due ON runs ((CASE state WHEN 'pending' THEN created_at WHEN 'waiting' THEN wake_at WHEN 'running' THEN lease_expires END)) WHERE state IN ('pending', 'waiting', 'running');
     """,
+    # 5: deferred effects, completed from outside the process (store/postgres/deferred.py).
+    deferred.MIGRATION,
 ]
 
 ENDED_SQL = ", ".join(f"'{state}'" for state in ENDED)

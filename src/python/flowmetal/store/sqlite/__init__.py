@@ -7,7 +7,7 @@ paid by every command for a one-line table lookup, so the store does not use it.
 
 One module per table family: schema (migrations), runs (runs, leases, pinned
 sources), journal (journal, logs, signals, blobs), schedules (schedules, fires),
-retention (prune). This module holds the connections and transactions.
+retention (prune), deferred (deferred effects). This module holds the connections and transactions.
 
 Files: a new database is created 0600 (its -wal and -shm files inherit that
 mode from it), whatever the umask; `private_dir` creates the `.flowmetal`
@@ -29,6 +29,7 @@ from flowmetal.clock import SYSTEM
 from flowmetal.errors import StoreError
 from flowmetal.store.base import Store
 from flowmetal.store.sqlite.api import ApiTables
+from flowmetal.store.sqlite.deferred import DeferredTables
 from flowmetal.store.sqlite.journal import JournalTables
 from flowmetal.store.sqlite.retention import BLOB_GRACE, PRUNE_BATCH, Retention  # noqa: F401 (re-exported)
 from flowmetal.store.sqlite.runs import RunsTable
@@ -67,7 +68,8 @@ def _create_private_file(path):
         os.close(fd)
 
 
-class SqliteStore(RunsTable, JournalTables, ScheduleTables, Retention, ApiTables, WorkersTable, Store):
+class SqliteStore(RunsTable, JournalTables, ScheduleTables, Retention, ApiTables, WorkersTable, DeferredTables,
+                  Store):
     def __init__(self, path, synchronous_full=False, busy_timeout_ms=None, *, clock=None, readonly=False):
         self.path = str(path)
         self.clock = clock or SYSTEM

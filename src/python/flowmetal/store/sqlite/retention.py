@@ -64,6 +64,7 @@ class Retention:
                                                   [(n * JOURNAL_KEY, n * JOURNAL_KEY + JOURNAL_KEY - 1) for _, n in runs])
                 counts["logs"] += self._delete(dry_run, "logs", "run_id = ?", ids)
                 counts["signals"] += self._delete(dry_run, "signals", "run_id = ?", ids)
+                self._delete(dry_run, "deferred", "run_id = ?", ids)
                 self._delete(dry_run, "run_sources", "run_id = ?", ids)
                 self._delete(dry_run, "runs", "id = ?", ids)
         with nullcontext() if dry_run else self.transaction():

@@ -8,7 +8,7 @@ import math
 from operator import itemgetter
 
 from flowmetal.store.base import ENDED
-from flowmetal.store.sqlite import api, workers
+from flowmetal.store.sqlite import api, deferred, workers
 
 # Each entry migrates the schema from version i to i+1. Never edit one that shipped.
 MIGRATIONS = [
@@ -179,6 +179,8 @@ MIGRATIONS = [
     CREATE INDEX runs_due_root ON runs(root_id, (CASE state WHEN 'pending' THEN created_at WHEN 'waiting' THEN wake_at
         WHEN 'running' THEN lease_expires END)) WHERE state IN ('pending', 'waiting', 'running');
     """,
+    # 10: deferred effects, completed from outside the process (store/sqlite/deferred.py).
+    deferred.MIGRATION,
 ]
 
 # A run's due time as the claim query writes it: the very expression of migration 9's

@@ -1,0 +1,91 @@
+"""The SQLite table of deferred effects: results that come from outside the process.
+
+A row per deferred effect (engine/deferred.py): the run and journal position of
+the effect, what it waits for (`detail`, JSON; `queue` for a task), its
+deadline, and its state: `waiting` until someone completes it (`completed`, with
+the result or error, a hash of that payload, and when), or until the run gives
+up on it at its deadline (`expired`). Completion is one conditional statement
+(`state = 'waiting'`), so of two completions racing, exactly one wins.
+
+`SqliteStore` mixes `DeferredTables` in; its migration (`MIGRATION`) is an entry
+of `flowmetal.store.sqlite.schema.MIGRATIONS`.
+"""
+
+from flowmetal.store.base import ENDED
+
+ENDED_SQL = ", ".join(f"'{state}'" for state in ENDED)
+
+MIGRATION = """
+    CREATE TABLE IF NOT EXISTS deferred (
+        run_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        builtin TEXT NOT NULL,
+        queue TEXT,
+        detail TEXT NOT NULL,
+        deadline REAL,
+        state TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        payload_hash TEXT,
+        created_at REAL NOT NULL,
+        completed_at REAL,
+        token_hash TEXT,
+        lease_hash TEXT,
+        lease_expires REAL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (run_id, seq)
+    );
+    CREATE UNIQUE INDEX IF NOT EXISTS deferred_token ON deferred(token_hash);
+    CREATE INDEX IF NOT EXISTS deferred_waiting ON deferred(state, queue);
+"""
+
+
+class DeferredTables:
+    """Methods of SqliteStore for deferred effects; `self.x` executes one statement."""
+
+    def insert_deferred(self, row):
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        self.x(f"INSERT INTO deferred ({cols}, state) VALUES ({marks}, 'waiting')", tuple(row.values()))
+
+    def get_deferred(self, run_id, seq):
+        row = self.x("SELECT * FROM deferred WHERE run_id = ? AND seq = ?", (run_id, seq)).fetchone()
+        return dict(row) if row else None
+
+    def deferred_by_token(self, token_hash):
+        row = self.x("SELECT * FROM deferred WHERE token_hash = ?", (token_hash,)).fetchone()
+        return dict(row) if row else None
+
+    def complete_deferred(self, run_id, seq, result, error, payload_hash, now):
+        return self.x(
+            f"""UPDATE deferred SET state = 'completed', result = ?, error = ?, payload_hash = ?, completed_at = ?
+                WHERE run_id = ? AND seq = ? AND state = 'waiting' AND (deadline IS NULL OR deadline > ?)
+                  AND (SELECT state FROM runs WHERE id = ?) NOT IN ({ENDED_SQL})""",
+            (result, error, payload_hash, now, run_id, seq, now, run_id)).rowcount == 1
+
+    def expire_deferred(self, run_id, seq, now):
+        return self.x("UPDATE deferred SET state = 'expired', completed_at = ? "
+                      "WHERE run_id = ? AND seq = ? AND state = 'waiting'", (now, run_id, seq)).rowcount == 1
+
+    def claim_task(self, queue, lease_hash, lease_seconds, now):
+        row = self.x(
+            f"""UPDATE deferred SET lease_hash = ?, lease_expires = ?, attempts = attempts + 1
+                WHERE rowid = (SELECT d.rowid FROM deferred d JOIN runs r ON r.id = d.run_id
+                               WHERE d.state = 'waiting' AND d.queue = ? AND r.state NOT IN ({ENDED_SQL})
+                                 AND (d.lease_expires IS NULL OR d.lease_expires < ?)
+                                 AND (d.deadline IS NULL OR d.deadline > ?)
+                               ORDER BY d.created_at LIMIT 1)
+                RETURNING *""", (lease_hash, now + lease_seconds, queue, now, now)).fetchone()
+        return dict(row) if row else None
+
+    def renew_task(self, run_id, seq, lease_hash, lease_seconds, now):
+        return self.x("UPDATE deferred SET lease_expires = ? WHERE run_id = ? AND seq = ? AND state = 'waiting' "
+                      "AND lease_hash = ? AND lease_expires >= ?",
+                      (now + lease_seconds, run_id, seq, lease_hash, now)).rowcount == 1
+
+    def waiting_deferred(self, queue=None, limit=100):
+        sql, params = "SELECT * FROM deferred WHERE state = 'waiting'", []
+        if queue is not None:
+            sql += " AND queue = ?"
+            params.append(queue)
+        return [dict(r) for r in self.x(sql + " ORDER BY created_at LIMIT ?", (*params, limit))]
