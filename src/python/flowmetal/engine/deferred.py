@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import os
 import secrets
-import time
 from dataclasses import dataclass
 
 from flowmetal.clock import SYSTEM
@@ -107,7 +106,7 @@ def server_secret(directory):
             text = f.read().strip()
         if len(text) == 64:
             return bytes.fromhex(text)
-        time.sleep(0.01)
+        SYSTEM.sleep(0.01)  # (real time: waiting for another process)
     raise OSError(f"the server secret {path} is malformed")
 
 

@@ -422,7 +422,7 @@ class Gate:
         if remaining > INLINE_WAIT:
             return False
         if remaining > 0:
-            self.cancel.wait(remaining)
+            self.clock.wait(self.cancel, remaining)
             self._check_stop()
         return True
 
