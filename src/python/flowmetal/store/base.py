@@ -39,10 +39,23 @@ that took over. The engine changes runs only through these intent methods
 
 from abc import ABC, abstractmethod
 
+from flowmetal.errors import NotFound, UserError
 from flowmetal.model import ENDED_STATES, RunState
 
 RUN_STATES = tuple(s.value for s in RunState)
 ENDED = tuple(s.value for s in RunState if s in ENDED_STATES)
+
+
+def run_by_prefix(rows, prefix):
+    """`find_run`'s answer from the (at most two) rows whose id starts with `prefix`, in id order."""
+    exact = [r for r in rows if r["id"] == prefix]
+    if exact:
+        return dict(exact[0])
+    if not rows:
+        raise NotFound(f"no run {prefix!r}")
+    if len(rows) > 1:
+        raise UserError(f"run id prefix {prefix!r} is ambiguous: it matches {rows[0]['id']}, {rows[1]['id']}, ...")
+    return dict(rows[0])
 
 
 class Store(ABC):

@@ -7,8 +7,7 @@ the store's clock.
 """
 
 from flowmetal.codec import content_hash
-from flowmetal.errors import NotFound, UserError
-from flowmetal.store.base import ENDED
+from flowmetal.store.base import ENDED, run_by_prefix
 from flowmetal.store.sqlite.schema import CLAIM_DUE, CLAIMABLE, ENDED_SQL
 
 _RUNNING_OWNED = "id = ? AND owner = ? AND state = 'running'"
@@ -48,14 +47,7 @@ class RunsTable:
     def find_run(self, prefix):
         rows = self.x("SELECT * FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
                       (prefix, prefix + "\uffff")).fetchall()
-        exact = [r for r in rows if r["id"] == prefix]
-        if exact:
-            return dict(exact[0])
-        if not rows:
-            raise NotFound(f"no run {prefix!r}")
-        if len(rows) > 1:
-            raise UserError(f"run id prefix {prefix!r} is ambiguous: it matches {rows[0]['id']}, {rows[1]['id']}, ...")
-        return dict(rows[0])
+        return run_by_prefix(rows, prefix)
 
     def list_runs(self, status=None, limit=50, parent_id=None, root_id=None):
         where, params = [], []
