@@ -13,7 +13,7 @@ from flowmetal.engine import runs as run_ops
 from flowmetal.engine.effects import registry
 from flowmetal.engine.journal_file import import_tree
 from flowmetal.engine.runner import Execution
-from flowmetal.lang import loader
+from flowmetal.lang import prelude
 from flowmetal.store.sqlite import SqliteStore
 
 DATA = Path(__file__).resolve().parent / "testdata"
@@ -54,15 +54,21 @@ def sh_with_user(monkeypatch):
     """Release N+1 of the test: sh() gains an optional `user` argument, through the registry."""
     old = registry.lookup("sh")
     monkeypatch.setitem(registry.REGISTRY, "sh", dataclasses.replace(old, params={**old.params, "user": None}))
-    text = loader.PRELUDE_TEXT.replace(
+    text = prelude.PRELUDE_TEXT.replace(
         "def sh(cmd, env = {}, cwd = None, timeout = None, stdin = None, check = True, retry = None):",
         "def sh(cmd, env = {}, cwd = None, timeout = None, stdin = None, check = True, retry = None, user = None):",
     ).replace('        "retry": retry,\n    }))\n\ndef http', '        "retry": retry,\n        "user": user,\n    }))\n\ndef http')
     assert '"user": user' in text
-    monkeypatch.setattr(loader, "PRELUDE_TEXT", text)
-    loader.prelude_ast.cache_clear()
+    monkeypatch.setattr(prelude, "PRELUDE_TEXT", text)
+
+    def forget():  # the prelude and the modules built on it are kept once per process
+        prelude.prelude_ast.cache_clear()
+        prelude._prelude.clear()
+        prelude._MODULES.clear()
+
+    forget()
     yield
-    loader.prelude_ast.cache_clear()
+    forget()
 
 
 def start(store, source, function="main"):

@@ -7,6 +7,9 @@ from flowmetal.model import WaitingFor
 from flowmetal.store.sqlite import MIGRATIONS, SqliteStore
 from flowmetal.store.sqlite.runs import claim_sql
 
+# The schema version just before the due indexes (the migration that creates them runs next).
+DUE_MIGRATION = next(i for i, m in enumerate(MIGRATIONS) if isinstance(m, str) and "CREATE INDEX runs_due " in m)
+
 
 def add_run(store, run_id, created_at, state="pending", root_id=None, **extra):
     store.insert_run({"id": run_id, "file": "w.star", "function": "main", "args": "{}", "state": state,
@@ -60,9 +63,9 @@ def test_migration_7_indexes_the_runs_of_an_older_database_in_flight(tmp_path):
         add_run(store, "orphan", 10.0, "running", owner="dead", lease_expires=200.0, executions=1)
         add_run(store, "done", 1.0, "completed")
     store.close()
-    conn = sqlite3.connect(path)
+    conn = sqlite3.connect(path)  # back to the schema before the due indexes (later migrations re-run harmlessly)
     conn.executescript(f"""DROP INDEX runs_due; DROP INDEX runs_due_root;
-                           UPDATE meta SET value = '{len(MIGRATIONS) - 1}' WHERE key = 'schema_version';""")
+                           UPDATE meta SET value = '{DUE_MIGRATION}' WHERE key = 'schema_version';""")
     conn.close()
     assert "runs_due" not in _indexes(path)
     store = SqliteStore(path)  # migrates to the current schema

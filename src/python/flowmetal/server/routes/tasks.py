@@ -44,9 +44,14 @@ async def claim(request):
 async def heartbeat(request):
     c = ctx(request)
     doc = await json_object(request, ("lease", "lease_seconds"))
+    seconds = doc.get("lease_seconds") or tasks.LEASE_SECONDS
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 86400:
+        raise ApiError(400, "lease_seconds: expected a number of seconds, more than 0 and at most 86400")
+    if not isinstance(doc.get("lease"), (str, type(None))):
+        raise ApiError(400, "lease: expected the lease token (a string)")
     try:
         until = await run_in_threadpool(tasks.heartbeat, c.store, request.path_params["id"], doc.get("lease"),
-                                        c.clock, float(doc.get("lease_seconds") or tasks.LEASE_SECONDS))
+                                        c.clock, float(seconds))
     except tasks.StaleLease as e:
         raise ApiError(409, str(e)) from None
     return respond({"lease_expires": until})
@@ -92,16 +97,17 @@ ENDPOINTS = [
     Endpoint("POST", "/tasks/{id}/heartbeat", heartbeat, "Renew a task's lease", scope="write", tag="tasks",
              params=[TASK_ID], body={"type": "object", "properties": {"lease": _S, "lease_seconds": {"type": "number"}}},
              responses={200: ("renewed", {"type": "object", "properties": {"lease_expires": {"type": "number"}}}),
-                        409: ("a stale or wrong lease", ERROR)}),
+                        400: ("a bad request", ERROR), 409: ("a stale or wrong lease", ERROR)}),
     Endpoint("POST", "/tasks/{id}/complete", complete, "Complete a task with its result", scope="write",
              tag="tasks", params=[TASK_ID],
              body={"type": "object", "properties": {"lease": _S, "result": {}}},
-             responses={200: ("completed (or completed before with this result)", DONE), 404: ("unknown", ERROR),
+             responses={200: ("completed (or completed before with this result)", DONE), 400: ("a bad request", ERROR),
+                        404: ("unknown", ERROR),
                         409: ("a stale or wrong lease, or completed before differently", ERROR),
                         410: ("expired, or its run has ended", ERROR)}),
     Endpoint("POST", "/tasks/{id}/fail", fail, "Fail a task with an error message", scope="write", tag="tasks",
              params=[TASK_ID], body={"type": "object", "properties": {"lease": _S, "error": _S}},
-             responses={200: ("failed", DONE), 404: ("unknown", ERROR),
+             responses={200: ("failed", DONE), 400: ("a bad request", ERROR), 404: ("unknown", ERROR),
                         409: ("a stale or wrong lease, or completed before differently", ERROR),
                         410: ("expired, or its run has ended", ERROR)}),
 ]
