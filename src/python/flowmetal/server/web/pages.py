@@ -259,5 +259,5 @@ def routes():
         Route("/ui/states", w.page(w.states)),
         Route("/ui/runs/{id}/state", w.page(w.run_state)),
         Route("/ui/runs/{id}/log", w.page(w.log_stream)),
-        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        Mount("/static", StaticFiles(directory=HERE / "static", follow_symlink=True), name="static"),
     ]
