@@ -61,7 +61,12 @@ def sh_with_user(monkeypatch):
     assert '"user": user' in text
     monkeypatch.setattr(prelude, "PRELUDE_TEXT", text)
 
-    def forget():  # the prelude and the modules built on it are kept once per process
+    # The prelude and the modules built on it are kept once per process: the test runs on
+    # the patched one (as a process of release N+1 would), then this process gets back the
+    # one it had, as if release N+1 had been another process.
+    saved, evaluations = list(prelude._prelude), prelude.PRELUDE_EVALUATIONS[0]
+
+    def forget():
         prelude.prelude_ast.cache_clear()
         prelude._prelude.clear()
         prelude._MODULES.clear()
@@ -69,6 +74,8 @@ def sh_with_user(monkeypatch):
     forget()
     yield
     forget()
+    prelude._prelude.extend(saved)
+    prelude.PRELUDE_EVALUATIONS[0] = evaluations
 
 
 def start(store, source, function="main"):
