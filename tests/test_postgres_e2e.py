@@ -192,7 +192,10 @@ def test_two_schedulers_on_one_postgres_database_fire_each_second_once(pg):
     assert len(times) >= 4 and len(times) == len(set(times))  # 0 double fires
     assert times == [times[0] + k for k in range(len(times))]  # none missing
     assert sorted(f["nominal"] for f in fires) == times
-    assert all(r["state"] in ("completed", "pending") for r in runs)
+    # A run fired in the last moment may be left "running" by the stopping scheduler (resumable:
+    # the next worker takes it over); none may have failed.
+    assert all(r["state"] in ("completed", "pending", "running") for r in runs), [(r["state"], r.get("error")) for r in runs]
+    assert sum(r["state"] == "completed" for r in runs) >= len(runs) - 3, [r["state"] for r in runs]
     assert json.loads([r for r in runs if r["state"] == "completed"][0]["result"]) == "tick"
     listed = pg("schedule", "--list", "--json")
     assert listed.returncode == 0, listed.stderr
