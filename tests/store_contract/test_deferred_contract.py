@@ -106,3 +106,19 @@ def test_prune_deletes_the_deferred_rows_of_the_runs_it_deletes(store, clock):
     assert store.prune(clock.now() - 50, clock.now())["runs"] == 1
     assert store.get_deferred("r1", 1) is None
     assert store.get_deferred("r2", 1)["state"] == "waiting"  # its run lives on
+
+
+def test_task_queues_count_waiting_and_leased_tasks_of_live_runs(store, clock):
+    for i, queue in enumerate(["images", "images", "mail"]):
+        _waiting(store, clock, f"r{i}")
+        _deferred(store, clock, f"r{i}", queue=queue)
+        clock.advance(1)
+    assert store.claim_task("images", "h", 30, clock.now())["run_id"] == "r0"
+    assert store.task_queues(clock.now()) == [
+        {"queue": "images", "depth": 2, "leased": 1, "oldest": store.get_deferred("r0", 1)["created_at"]},
+        {"queue": "mail", "depth": 1, "leased": 0, "oldest": store.get_deferred("r2", 1)["created_at"]}]
+    clock.advance(31)  # the lease expired: still waiting, no longer leased
+    assert [(q["queue"], q["leased"]) for q in store.task_queues(clock.now())] == [("images", 0), ("mail", 0)]
+    store.request_cancel("r2")  # a cancelled run's task is no one's work any more
+    store.end_run("r2", "cancelled")
+    assert [q["queue"] for q in store.task_queues(clock.now())] == ["images"]

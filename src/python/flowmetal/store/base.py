@@ -238,6 +238,12 @@ class Store(ABC):
     @abstractmethod
     def waiting_deferred(self, queue=None, limit=100) -> list: """Waiting rows, oldest first."""
 
+    @abstractmethod
+    def task_queues(self, now: float) -> list:
+        """One row per queue with a waiting task of a live run, by queue name: {queue, depth
+        (waiting tasks), leased (of those, under a live lease), oldest (created_at of the
+        oldest waiting task)}. One grouped query: /metrics and the web view call it."""
+
     # --- blobs
     @abstractmethod
     def put_blob(self, data: str, now: float) -> str: """Store by content hash, marked written at `now`."""

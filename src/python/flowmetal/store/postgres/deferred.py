@@ -81,3 +81,12 @@ class DeferredTables:
             sql += " AND queue = %s"
             params.append(queue)
         return [dict(r) for r in self.q(sql + " ORDER BY created_at LIMIT %s", (*params, limit))]
+
+    def task_queues(self, now):
+        return [dict(r) for r in self.q(
+            f"""SELECT d.queue AS queue, COUNT(*) AS depth,
+                       SUM(CASE WHEN d.lease_expires IS NOT NULL AND d.lease_expires >= %s THEN 1 ELSE 0 END) AS leased,
+                       MIN(d.created_at) AS oldest
+                FROM deferred d JOIN runs r ON r.id = d.run_id
+                WHERE d.state = 'waiting' AND d.queue IS NOT NULL AND r.state NOT IN ({ENDED_SQL})
+                GROUP BY d.queue ORDER BY d.queue""", (now,))]

@@ -89,3 +89,12 @@ class DeferredTables:
             sql += " AND queue = ?"
             params.append(queue)
         return [dict(r) for r in self.x(sql + " ORDER BY created_at LIMIT ?", (*params, limit))]
+
+    def task_queues(self, now):
+        return [dict(r) for r in self.x(
+            f"""SELECT d.queue AS queue, COUNT(*) AS depth,
+                       SUM(CASE WHEN d.lease_expires IS NOT NULL AND d.lease_expires >= ? THEN 1 ELSE 0 END) AS leased,
+                       MIN(d.created_at) AS oldest
+                FROM deferred d JOIN runs r ON r.id = d.run_id
+                WHERE d.state = 'waiting' AND d.queue IS NOT NULL AND r.state NOT IN ({ENDED_SQL})
+                GROUP BY d.queue ORDER BY d.queue""", (now,))]
