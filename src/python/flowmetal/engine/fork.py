@@ -10,7 +10,11 @@ back). Executed, the new run replays the prefix and continues live after it.
 
 Policy (SPEC section 10):
 - Signals of the old run are not carried over: those the prefix consumed are in
-  its journal entries; any others stay with the old run.
+  its journal entries; any others stay with the old run. With `reapply_signals`
+  (`fork --reapply-signals`), every signal the prefix did not consume (consumed by
+  the old run after the fork point, or never consumed) is delivered again to the
+  new run, in the order the old run received them, with their original send
+  times; the old run keeps its own.
 - A prefix may contain `spawn` entries only for children that have ended: a child
   still in flight belongs to the old run (and is cancelled with it); the fork is
   refused naming it. Ended children are shared: the new run's `wait` reads them.
@@ -34,8 +38,14 @@ class ForkRefused(UserError):
     """The prefix does not replay on the chosen code (nothing was created)."""
 
 
-def fork_run(store, run_ref, at, current=False, clock=SYSTEM):
-    """Create the fork of `run_ref` at `at` (pending, queued); returns its id."""
+def signals_after(store, run_id, at):
+    """The signals of run `run_id` that its first `at` journal entries did not consume, oldest first."""
+    return [s for s in store.signals(run_id) if s["consumed_seq"] is None or s["consumed_seq"] > at]
+
+
+def fork_run(store, run_ref, at, current=False, clock=SYSTEM, reapply_signals=False):
+    """Create the fork of `run_ref` at `at` (pending, queued); returns its id. With
+    `reapply_signals`, the signals the prefix did not consume are sent to it again."""
     source = store.find_run(run_ref)
     journal = store.journal(source["id"])
     if at < 0 or at > len(journal):
@@ -75,6 +85,9 @@ def fork_run(store, run_ref, at, current=False, clock=SYSTEM):
             detail = report.text.split("\n", 1)[-1].replace(run_id, source["id"])  # (the new id never exists)
             raise ForkRefused(f"cannot fork run {source['id']} at {at}: its first {at} journal entries "
                               f"do not replay on {where}:\n{detail}")
+        if reapply_signals:
+            for s in signals_after(store, source["id"], at):
+                store.insert_signal(run_id, s["name"], s["payload"], s["sent_at"])
     return run_id
 
 
@@ -99,7 +112,7 @@ def failed_the_run(run, entry):
     return (run["error"] or "").startswith(f"{entry['builtin']}() failed")
 
 
-def retry_run(store, run_ref, clock=SYSTEM):
+def retry_run(store, run_ref, clock=SYSTEM, reapply_signals=False):
     """Fork a failed run before its failing entry, on the current files; returns (new id, position)."""
     source, at = retry_point(store, run_ref)
-    return fork_run(store, source["id"], at, current=True, clock=clock), at
+    return fork_run(store, source["id"], at, current=True, clock=clock, reapply_signals=reapply_signals), at
