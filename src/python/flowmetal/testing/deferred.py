@@ -106,21 +106,23 @@ def find_callback(store, runs, target, name=None, approval=False):
                 wanted = name if by_run else target
                 if wanted is None or cb_name == wanted:
                     rows.append(row)
-    what = f"run {target}" + (f" (callback {name!r})" if name else "") if by_run else f"callback {target!r}"
+    named = f" named {(name if by_run else target)!r}" if (name if by_run else target) else ""
+    where = f"run {target}" if by_run else "the test's runs"
     open_rows = [r for r in rows if r["state"] == "waiting"]
     if not open_rows and len(rows) == 1:
         open_rows = rows  # (ended: delivering it says how, as the server's 410 or 200 would: expired, duplicate...)
     if not open_rows:
         others = "; ".join(describe_callback(r) for r in rows)
-        raise UserError(f"{what} has no open callback" + (f" (there is: {others})" if others else
-                        " (the run has not called callback(), or its callback has not been created yet)"))
+        raise UserError(f"t.callback(): {where} has no open callback{named}" + (
+            f" (there is: {others})" if others else
+            " (no callback() has been called yet; pass a run's handle or a callback's name)"))
     if len(open_rows) > 1:
         listed = "; ".join(describe_callback(r) for r in open_rows)
-        raise UserError(f"{what} has {len(open_rows)} open callbacks: {listed}; "
+        raise UserError(f"t.callback(): {where} has {len(open_rows)} open callbacks{named}: {listed}; "
                         + ("pass name = ... to choose one" if by_run else "pass the run's handle and name = ..."))
     row = open_rows[0]
     if approval and not json.loads(row["detail"]).get("approval"):
-        raise UserError(f"{describe_callback(row)} is not an approval (callback(approval = True)); "
+        raise UserError(f"t.approve()/t.reject(): {describe_callback(row)} is not an approval (callback(approval = True)); "
                         f"deliver its payload with t.callback()")
     return row
 
