@@ -217,3 +217,66 @@ def test_retry_reapply_signals(fm):
     r = fm("retry", old, "--reapply-signals")  # kept: all 3 entries (the program failed after them)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == ["1", "2"] and "0 signal(s) reapplied" in r.stderr
+
+
+CALLED_BACK = """\
+def main(out):
+    cb = callback(name = "ok", approval = True)
+    sh("echo posted >> " + out)
+    d = wait_callback(cb)
+    sh("echo decided >> " + out)
+    return d
+"""
+
+
+def called_back_run(fm):
+    """A completed run whose callback (entry 1) was called with {"approved": true}."""
+    from flowmetal.engine.deferred import complete_effect
+
+    fm.write("cb.star", CALLED_BACK)
+    side = fm.root / "side.txt"
+    old = fm("start", "cb.star:main", "-a", f"out={side}").stdout.strip()
+    assert fm("worker", "--until-idle", timeout=60).returncode == 0
+    assert fm.run_row(old)["state"] == "waiting"
+    st = fm.store()
+    try:  # what the server's POST /callbacks/{token} does
+        assert complete_effect(st, old, 1, result={"approved": True}).outcome == "completed"
+    finally:
+        st.close()
+    assert fm("worker", "--until-idle", timeout=60).returncode == 0
+    assert json.loads(fm.run_row(old)["result"]) == {"approved": True}
+    return old, side
+
+
+def test_a_fork_after_callback_gets_a_callback_of_its_own(fm):
+    from flowmetal.engine import deferred
+
+    old, side = called_back_run(fm)
+    q = fm("fork", old, "--at", "2", "--queue")  # callback() and sh copied; wait_callback live
+    assert q.returncode == 0, q.stderr
+    new = q.stdout.strip()
+    assert fm("worker", "--until-idle", timeout=60).returncode == 0
+    assert fm.run_row(new)["state"] == "waiting"  # the old run's call is not carried over
+    secret = deferred.server_secret(str(fm.db.parent))
+    st = fm.store()
+    try:
+        # The old URL still answers for the old run (already completed: duplicate), never the new one.
+        old_token = deferred.callback_token(secret, old, 1)
+        assert deferred.complete_callback(st, old_token, {"approved": True}).outcome == "duplicate"
+        assert st.get_deferred(new, 1)["state"] == "waiting"
+        new_token = deferred.callback_token(secret, new, 1)
+        assert deferred.complete_callback(st, new_token, {"approved": False}).outcome == "completed"
+    finally:
+        st.close()
+    assert fm("worker", "--until-idle", timeout=60).returncode == 0
+    row = fm.run_row(new)
+    assert (row["state"], json.loads(row["result"])) == ("completed", {"approved": False})
+    assert side.read_text() == "posted\ndecided\ndecided\n"
+
+
+def test_reapply_signals_carries_a_callbacks_payload_over(fm):
+    old, side = called_back_run(fm)
+    f = fm("fork", old, "--at", "2", "--reapply-signals")
+    assert f.returncode == 0, f.stderr
+    assert json.loads(f.stdout) == {"approved": True}
+    assert side.read_text() == "posted\ndecided\ndecided\n"

@@ -23,7 +23,8 @@ def _start(store, run_id, source_id, at, queue, concurrency, reapplied=None):
               help="Copy the first SEQ journal entries of RUN; the new run continues live after them.")
 @click.option("--current", is_flag=True, help="Use the files on disk instead of RUN's pinned code.")
 @click.option("--reapply-signals", "reapply", is_flag=True,
-              help="Send the new run again every signal RUN received that the prefix did not consume.")
+              help="Send the new run again every signal RUN received that the prefix did not consume, "
+                   "and carry over the payloads of callbacks RUN was called back on.")
 @click.option("--queue", is_flag=True, help="Only queue the new run (for a worker) and print its id.")
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
               help="Child runs executed at once.")
@@ -37,8 +38,10 @@ def fork(run_ref, at, current, reapply, queue, concurrency, db, root):
     created. Then the new run executes in the foreground as `run` does.
     Signals of RUN are not carried over unless --reapply-signals: then every
     signal RUN received that its first SEQ entries did not consume (consumed
-    later, or never) is sent to the new run again, in the order received. A
-    prefix may spawn only children that have ended.
+    later, or never) is sent to the new run again, in the order received, and
+    a callback of the prefix RUN was called back on keeps its payload (else the
+    new run's callback waits for a call of its own URL). A prefix may spawn
+    only children that have ended.
     """
     from flowmetal.engine.fork import fork_run
 

@@ -15,6 +15,12 @@ Policy (SPEC section 10):
   the old run after the fork point, or never consumed) is delivered again to the
   new run, in the order the old run received them, with their original send
   times; the old run keeps its own.
+- Callbacks the prefix created (`callback()`) are created again for the new run,
+  with the same name, approval flag and deadline but a URL of its own (a
+  callback's URL is derived from its run and position; the old URL still answers
+  for the old run). The new one waits for its own call; with `reapply_signals`, a
+  callback the old run had already been called back on is carried over completed
+  with that payload, as a signal is.
 - A prefix may contain `spawn` entries only for children that have ended: a child
   still in flight belongs to the old run (and is cancelled with it); the fork is
   refused naming it. Ended children are shared: the new run's `wait` reads them.
@@ -88,7 +94,31 @@ def fork_run(store, run_ref, at, current=False, clock=SYSTEM, reapply_signals=Fa
         if reapply_signals:
             for s in signals_after(store, source["id"], at):
                 store.insert_signal(run_id, s["name"], s["payload"], s["sent_at"])
+        _copy_callbacks(store, source["id"], run_id, prefix, reapply_signals)
     return run_id
+
+
+def _copy_callbacks(store, source_id, run_id, prefix, completed):
+    """The `deferred` rows of the prefix's callback() entries, for the new run: waiting, under
+    the new run's token; with `completed`, one the old run was called back on keeps its payload."""
+    from flowmetal.engine import deferred
+
+    secret = None
+    for entry in prefix:
+        if entry["builtin"] != "callback":
+            continue
+        old = store.get_deferred(source_id, entry["seq"])
+        if old is None:
+            continue
+        if secret is None:  # (where the gate finds it: next to the database)
+            secret = deferred.server_secret(os.path.dirname(os.path.abspath(store.path)))
+        token = deferred.callback_token(secret, run_id, entry["seq"])
+        store.insert_deferred({"run_id": run_id, "seq": entry["seq"], "builtin": "callback", "queue": None,
+                               "detail": old["detail"], "deadline": old["deadline"], "created_at": old["created_at"],
+                               "token_hash": deferred.token_hash(token)})
+        if completed and old["state"] == "completed":
+            store.complete_deferred(run_id, entry["seq"], old["result"], old["error"], old["payload_hash"],
+                                    old["completed_at"])
 
 
 def retry_point(store, run_ref):
