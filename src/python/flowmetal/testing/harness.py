@@ -15,9 +15,10 @@ things differ from production, both in the gate (TestGate):
 
 The driver (`settle`) executes every runnable run, one at a time; when none is
 runnable and it may move time, it jumps the clock to the next wake time (a
-sleep's end, a retry delay, a timeout, a run's deadline, a task fake's answer). When no run is
-runnable and none has a wake time, every run left waits for something only the
-test can give (a signal), or the test has deadlocked.
+sleep's end, a retry delay, a timeout, a run's deadline, a task fake's answer).
+When no run is runnable and none has a wake time, every run left waits for
+something only the test can give (a signal, a callback), or the test has
+deadlocked.
 """
 
 import dataclasses
