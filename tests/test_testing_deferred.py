@@ -30,10 +30,16 @@ def two():
 
 def forever():
     return wait_callback(callback())
+
+def hands_out():
+    return callback(name = "later")
+
+def late(cb):
+    return wait_callback(cb)
 """
 
 PASSING = """\
-load("wf.star", "build", "strict", "deploy", "two")
+load("wf.star", "build", "strict", "deploy", "two", "hands_out")
 
 HOOK = "https://chat.example/hook"
 
@@ -93,6 +99,20 @@ def test_a_callback_payload_and_name(t):
     t.callback("second", "two")
     t.eq(t.wait(h).result, ["two", {"n": 1}])
 
+def test_a_callback_by_its_id(t):
+    h = t.start(two)
+    first = t.journal(h)[0].result  # what callback() returned: id "RUN:SEQ", name...
+    t.eq(first["name"], "first")
+    t.eq(t.callback(first, {"x": 1}), "completed")
+    t.eq(t.callback(first, {"x": 1}), "duplicate")
+    t.eq(t.callback(first, {"x": 2}), "conflict")
+    t.callback(h, "b", name = "second")
+    t.eq(t.wait(h).result, ["b", {"x": 1}])
+
+def test_a_callback_of_a_run_that_ended_is_void(t):
+    cb = t.run(hands_out).result
+    t.eq(t.callback(cb, {}), "void")
+
 def test_a_callback_expires_after_a_day_of_virtual_time(t):
     t.mock_http(HOOK)
     start = t.now()
@@ -133,8 +153,8 @@ def test_tasks_and_callbacks_pass_under_the_virtual_clock(fm):
     fm.write("wf_test.star", PASSING)
     r = fm("test")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.startswith("........\n"), r.stdout
-    took = float(re.search(r"8 passed in ([0-9.]+)s", r.stdout)[1])
+    assert r.stdout.startswith("..........\n"), r.stdout
+    took = float(re.search(r"10 passed in ([0-9.]+)s", r.stdout)[1])
     assert took < 5, r.stdout  # two days of virtual time
 
 

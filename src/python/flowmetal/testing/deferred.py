@@ -89,9 +89,19 @@ def describe_callback(row):
 
 
 def find_callback(store, runs, target, name=None, approval=False):
-    """The callback row `t.callback(target, name = ...)` means: `target` is a run of the test
-    (its callbacks) or a callback's name (among every run's); the one still open is chosen.
+    """The callback row `t.callback(target, name = ...)` means: `target` is a callback's id
+    (`RUN:SEQ`), a run of the test (its callbacks) or a callback's name (among every run's);
+    of a run's or a name's, the one still open is chosen.
     Raises UserError saying what there is when none or several are."""
+    run_part, _, seq = target.rpartition(":")
+    if run_part in runs and seq.isdigit():  # a callback's own id, "RUN:SEQ" (callback()'s struct has it)
+        row = store.get_deferred(run_part, int(seq))
+        if row is None or row["builtin"] != "callback":
+            raise UserError(f"t.callback(): run {run_part} has no callback at position {seq}")
+        if approval and not json.loads(row["detail"]).get("approval"):
+            raise UserError(f"t.approve()/t.reject(): {describe_callback(row)} is not an approval "
+                            f"(callback(approval = True)); deliver its payload with t.callback()")
+        return row
     rows = []
     by_run = target in runs
     for run_id in runs:
