@@ -111,7 +111,11 @@ def _copy_callbacks(store, source_id, run_id, prefix, completed):
         if old is None:
             continue
         if secret is None:  # (where the gate finds it: next to the database)
-            secret = deferred.server_secret(os.path.dirname(os.path.abspath(store.path)))
+            try:
+                secret = deferred.server_secret(os.path.dirname(os.path.abspath(store.path)))
+            except OSError as e:
+                raise UserError(f"cannot fork run {source_id}: its prefix created a callback, and the server "
+                                f"secret its new URL is derived from cannot be read: {e}") from None
         token = deferred.callback_token(secret, run_id, entry["seq"])
         store.insert_deferred({"run_id": run_id, "seq": entry["seq"], "builtin": "callback", "queue": None,
                                "detail": old["detail"], "deadline": old["deadline"], "created_at": old["created_at"],
