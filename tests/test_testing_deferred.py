@@ -145,6 +145,9 @@ def test_two_open_callbacks(t):
 
 def test_a_callback_nobody_delivers_deadlocks(t):
     t.wait(t.start(forever))
+
+def test_a_task_fake_with_both_answers(t):
+    t.mock_task("build", result = 1, error = "no")
 """
 
 
@@ -164,7 +167,7 @@ def test_task_and_callback_misuses_fail_naming_what_is_missing(fm):
     r = fm("test", "--junit", "out.xml")
     assert r.returncode == 1, r.stdout + r.stderr
     out = r.stdout
-    assert out.startswith("FFFFF\n"), out
+    assert out.startswith("FFFFFF\n"), out
     assert "wf_test.star:5: task() called with no matching fake: queue 'build'" in out
     assert "add t.mock_task(QUEUE_PATTERN, result = ...) for it" in out
     assert re.search(r"wf_test.star:10: t.callback\(\): run \w+ has no open callback \(no callback\(\)", out), out
@@ -176,5 +179,6 @@ def test_task_and_callback_misuses_fail_naming_what_is_missing(fm):
     assert "wf_test.star:21: deadlock:" in out
     assert "(wf.star:forever) waits for its callback at position 1 (wait_callback(); deliver it with t.callback())" \
         in out
-    assert "5 failed" in out
+    assert "wf_test.star:24: t.mock_task(): give result or error, not both" in out
+    assert "6 failed" in out
     assert "task() called with no matching fake" in (fm.root / "out.xml").read_text()

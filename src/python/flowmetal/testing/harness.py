@@ -309,6 +309,8 @@ class Harness:
     def t_mock_task(self, queue, result, error, times, delay):
         if error is not None and not isinstance(error, str):
             raise UserError("t.mock_task(): error must be a string (the worker's error message) or None")
+        if error is not None and result is not None:
+            raise UserError("t.mock_task(): give result or error, not both (a worker answers one)")
         if not isinstance(delay, (int, float)) or delay < 0:
             raise UserError("t.mock_task(): delay must be a duration")
         self.fakes.add("task", queue, {"result": result, "error": error, "delay": float(delay)}, times)
