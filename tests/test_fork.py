@@ -138,3 +138,145 @@ def test_retry_and_fork_refuse_what_they_cannot_do(fm):
     r = fm("fork", old, "--at", "5")
     assert r.returncode == 2 and "has 0 journal entries" in r.stderr
     assert count_runs(fm) == before
+
+
+SIGNALLED = """\
+def main(out):
+    a = wait_signal("a")
+    sh("echo got " + a + " >> " + out)
+    b = wait_signal("b")
+    return [a, b]
+"""
+
+
+def signalled_run(fm):
+    """A completed run that consumed signal a at entry 1 and b at entry 3, and was also sent
+    a second b and a c it never consumed."""
+    fm.write("sig.star", SIGNALLED)
+    side = fm.root / "side.txt"
+    r = fm("start", "sig.star:main", "-a", f"out={side}")
+    assert r.returncode == 0, r.stderr
+    old = r.stdout.strip()
+    for name, payload in (("a", '"1"'), ("b", '"2"'), ("b", '"2bis"'), ("c", '"3"')):
+        assert fm("signal", old, name, payload).returncode == 0
+    assert fm("worker", "--until-idle", timeout=60).returncode == 0
+    row = fm.run_row(old)
+    assert (row["state"], json.loads(row["result"])) == ("completed", ["1", "2"])
+    assert side.read_text() == "got 1\n"
+    return old, side
+
+
+def signals_of(fm, run_id):
+    with sqlite3.connect(fm.db) as conn:
+        return conn.execute("SELECT name, payload, consumed_seq FROM signals WHERE run_id = ? ORDER BY id",
+                            (run_id,)).fetchall()
+
+
+def test_fork_without_reapply_signals_leaves_the_old_runs_signals_behind(fm):
+    old, side = signalled_run(fm)
+    q = fm("fork", old, "--at", "1", "--queue")
+    assert q.returncode == 0, q.stderr
+    new = q.stdout.strip()
+    assert signals_of(fm, new) == []
+    assert fm("worker", "--until-idle", timeout=60).returncode == 0
+    row = fm.run_row(new)
+    assert row["state"] == "waiting"  # for b: the old run's b is not delivered to it
+    assert json.loads(row["waiting_for"])["name"] == "b"
+    assert side.read_text() == "got 1\ngot 1\n"  # the prefix replayed a's payload; sh ran live once
+    assert len(signals_of(fm, old)) == 4  # the old run keeps its own
+
+
+def test_fork_with_reapply_signals_delivers_what_the_prefix_did_not_consume(fm):
+    old, side = signalled_run(fm)
+    f = fm("fork", old, "--at", "1", "--reapply-signals")
+    assert f.returncode == 0, f.stderr
+    assert json.loads(f.stdout) == ["1", "2"]
+    new = run_id_of(f.stderr)
+    assert f"forked from {old} at 1; 3 signal(s) reapplied" in f.stderr
+    # a was consumed inside the prefix (entry 1): not sent again; b, b, c were consumed after it or never,
+    # and arrive in the order the old run received them: the first b is consumed at entry 3.
+    assert signals_of(fm, new) == [("b", '"2"', 3), ("b", '"2bis"', None), ("c", '"3"', None)]
+    assert side.read_text() == "got 1\ngot 1\n"
+    # at 0 every signal is reapplied, a included
+    f = fm("fork", old, "--at", "0", "--reapply-signals")
+    assert f.returncode == 0, f.stderr
+    assert json.loads(f.stdout) == ["1", "2"]
+    assert [s[0] for s in signals_of(fm, run_id_of(f.stderr))] == ["a", "b", "b", "c"]
+    assert signals_of(fm, old)[0] == ("a", '"1"', 1)  # the old run's rows are untouched
+
+
+def test_retry_reapply_signals(fm):
+    fm.write("sig.star", SIGNALLED.replace("return [a, b]", "return [a, b][2]"))
+    side = fm.root / "side.txt"
+    old = fm("start", "sig.star:main", "-a", f"out={side}").stdout.strip()
+    for name, payload in (("a", '"1"'), ("b", '"2"')):
+        assert fm("signal", old, name, payload).returncode == 0
+    assert fm("worker", "--until-idle", timeout=60).returncode == 0
+    assert fm.run_row(old)["state"] == "failed"
+    fm.write("sig.star", SIGNALLED)
+    r = fm("retry", old, "--reapply-signals")  # kept: all 3 entries (the program failed after them)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == ["1", "2"] and "0 signal(s) reapplied" in r.stderr
+
+
+CALLED_BACK = """\
+def main(out):
+    cb = callback(name = "ok", approval = True)
+    sh("echo posted >> " + out)
+    d = wait_callback(cb)
+    sh("echo decided >> " + out)
+    return d
+"""
+
+
+def called_back_run(fm):
+    """A completed run whose callback (entry 1) was called with {"approved": true}."""
+    from flowmetal.engine.deferred import complete_effect
+
+    fm.write("cb.star", CALLED_BACK)
+    side = fm.root / "side.txt"
+    old = fm("start", "cb.star:main", "-a", f"out={side}").stdout.strip()
+    assert fm("worker", "--until-idle", timeout=60).returncode == 0
+    assert fm.run_row(old)["state"] == "waiting"
+    st = fm.store()
+    try:  # what the server's POST /callbacks/{token} does
+        assert complete_effect(st, old, 1, result={"approved": True}).outcome == "completed"
+    finally:
+        st.close()
+    assert fm("worker", "--until-idle", timeout=60).returncode == 0
+    assert json.loads(fm.run_row(old)["result"]) == {"approved": True}
+    return old, side
+
+
+def test_a_fork_after_callback_gets_a_callback_of_its_own(fm):
+    from flowmetal.engine import deferred
+
+    old, side = called_back_run(fm)
+    q = fm("fork", old, "--at", "2", "--queue")  # callback() and sh copied; wait_callback live
+    assert q.returncode == 0, q.stderr
+    new = q.stdout.strip()
+    assert fm("worker", "--until-idle", timeout=60).returncode == 0
+    assert fm.run_row(new)["state"] == "waiting"  # the old run's call is not carried over
+    secret = deferred.server_secret(str(fm.db.parent))
+    st = fm.store()
+    try:
+        # The old URL still answers for the old run (already completed: duplicate), never the new one.
+        old_token = deferred.callback_token(secret, old, 1)
+        assert deferred.complete_callback(st, old_token, {"approved": True}).outcome == "duplicate"
+        assert st.get_deferred(new, 1)["state"] == "waiting"
+        new_token = deferred.callback_token(secret, new, 1)
+        assert deferred.complete_callback(st, new_token, {"approved": False}).outcome == "completed"
+    finally:
+        st.close()
+    assert fm("worker", "--until-idle", timeout=60).returncode == 0
+    row = fm.run_row(new)
+    assert (row["state"], json.loads(row["result"])) == ("completed", {"approved": False})
+    assert side.read_text() == "posted\ndecided\ndecided\n"
+
+
+def test_reapply_signals_carries_a_callbacks_payload_over(fm):
+    old, side = called_back_run(fm)
+    f = fm("fork", old, "--at", "2", "--reapply-signals")
+    assert f.returncode == 0, f.stderr
+    assert json.loads(f.stdout) == {"approved": True}
+    assert side.read_text() == "posted\ndecided\ndecided\n"

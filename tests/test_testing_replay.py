@@ -97,3 +97,63 @@ def test_replay_usage_errors(fm):
     fm.write("x.journal.json", "{}")
     r = fm("replay", "--file", "x.journal.json")
     assert r.returncode == 2 and "not a Flowmetal journal file" in r.stderr
+
+
+FAN = """\
+def child(n):
+    return n * 10
+
+def main(out):
+    hs = [spawn(child, 1), spawn(child, 2)]
+    sh("echo spawned >> " + out)
+    rs = wait(hs)
+    sh("echo waited >> " + out)
+    return [r.value for r in rs]
+"""
+
+
+def test_export_of_a_forked_run_records_the_fork_and_replays_from_the_file(fm):
+    from conftest import run_id_of
+
+    fm.write("fan.star", FAN)
+    side = fm.root / "side.txt"
+    r = fm("run", "fan.star", "-a", f"out={side}")
+    assert r.returncode == 0, r.stderr
+    old = run_id_of(r.stderr)
+    f = fm("fork", old, "--at", "4")  # spawn, spawn, sh, wait copied (the children are the old run's)
+    assert f.returncode == 0, f.stderr
+    new = run_id_of(f.stderr)
+    assert fm("export", new, "-o", "forked.journal.json").returncode == 0
+    doc = json.loads((fm.root / "forked.journal.json").read_text())
+    run = doc["runs"][0]["run"]
+    assert (run["id"], run["forked_from"], run["forked_at"]) == (new, old, 4)
+    assert [e["builtin"] for e in doc["runs"][0]["journal"]] == ["spawn", "spawn", "sh", "wait", "sh"]
+    assert len(doc["runs"]) == 1  # the shared children belong to the old run
+    # a run that was not forked has no fork fields (files of other runs are as before)
+    assert fm("export", old, "-o", "old.json").returncode == 0
+    old_doc = json.loads((fm.root / "old.json").read_text())
+    assert "forked_from" not in old_doc["runs"][0]["run"] and len(old_doc["runs"]) == 3
+
+    r = fm("replay", "--file", "forked.journal.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"run {new}: replayed 5 of 5 journal entries" in r.stdout
+    r = fm("replay", "--file", "forked.journal.json", "--current")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = fm("test", ".")
+    assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout + r.stderr
+
+    # imported into another database, the fork is still a fork
+    from flowmetal.engine.journal_file import import_tree
+    from flowmetal.store.sqlite import SqliteStore
+
+    other = SqliteStore(fm.root / "other.db")
+    try:
+        assert import_tree(other, doc) == new
+        row = other.get_run(new)
+        assert (row["forked_from"], row["forked_at"], row["state"]) == (old, 4, "completed")
+    finally:
+        other.close()
+
+    fm.write("fan.star", FAN.replace('"echo waited >> "', '"echo WAITED >> "'))
+    r = fm("replay", "--file", "forked.journal.json", "--current")
+    assert r.returncode == 1 and "journal position 5" in r.stdout, r.stdout

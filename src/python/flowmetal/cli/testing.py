@@ -12,12 +12,15 @@ from flowmetal.cli.app import EXIT_FAILED, EXIT_USAGE, cli, db_option, open_db
 @click.option("-k", "pattern", default=None, metavar="PATTERN",
               help="Only the tests whose FILE::NAME contains PATTERN (case-insensitive).")
 @click.option("--junit", "junit", default=None, metavar="FILE", help="Also write the outcomes as JUnit XML.")
+@click.option("--timeout", "timeout", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              metavar="SECONDS", help="The wall time one test may take; a test past it fails and the next one runs.")
 @click.option("--root", default=None, help="The workspace root (default: found from the current directory).")
-def test_command(paths, pattern, junit, root):
+def test_command(paths, pattern, junit, timeout, root):
     """Run every test_* function of the *_test.star files under PATH (default: .).
 
     Each test gets a fresh store, a virtual clock (sleeps, timeouts and retry
-    delays take no time) and fakes for sh and http (t.mock_sh, t.mock_http).
+    delays take no time) and fakes for sh, http and task (t.mock_sh,
+    t.mock_http, t.mock_task); callbacks are delivered with t.callback.
     Prints a dot per passing test, then each failure with its file:line; exits
     0 when every test passed, 1 when one failed, 2 when a file does not load.
     """
@@ -27,7 +30,7 @@ def test_command(paths, pattern, junit, root):
     def shown(outcome):
         click.echo(report.progress_char(outcome), nl=False)
 
-    session = run_tests(paths, pattern=pattern, root=root, on_outcome=shown)
+    session = run_tests(paths, pattern=pattern, root=root, on_outcome=shown, timeout=timeout)
     if session.outcomes:
         click.echo()
     for outcome in session.failed:

@@ -10,7 +10,17 @@ back). Executed, the new run replays the prefix and continues live after it.
 
 Policy (SPEC section 10):
 - Signals of the old run are not carried over: those the prefix consumed are in
-  its journal entries; any others stay with the old run.
+  its journal entries; any others stay with the old run. With `reapply_signals`
+  (`fork --reapply-signals`), every signal the prefix did not consume (consumed by
+  the old run after the fork point, or never consumed) is delivered again to the
+  new run, in the order the old run received them, with their original send
+  times; the old run keeps its own.
+- Callbacks the prefix created (`callback()`) are created again for the new run,
+  with the same name, approval flag and deadline but a URL of its own (a
+  callback's URL is derived from its run and position; the old URL still answers
+  for the old run). The new one waits for its own call; with `reapply_signals`, a
+  callback the old run had already been called back on is carried over completed
+  with that payload, as a signal is.
 - A prefix may contain `spawn` entries only for children that have ended: a child
   still in flight belongs to the old run (and is cancelled with it); the fork is
   refused naming it. Ended children are shared: the new run's `wait` reads them.
@@ -34,8 +44,14 @@ class ForkRefused(UserError):
     """The prefix does not replay on the chosen code (nothing was created)."""
 
 
-def fork_run(store, run_ref, at, current=False, clock=SYSTEM):
-    """Create the fork of `run_ref` at `at` (pending, queued); returns its id."""
+def signals_after(store, run_id, at):
+    """The signals of run `run_id` that its first `at` journal entries did not consume, oldest first."""
+    return [s for s in store.signals(run_id) if s["consumed_seq"] is None or s["consumed_seq"] > at]
+
+
+def fork_run(store, run_ref, at, current=False, clock=SYSTEM, reapply_signals=False):
+    """Create the fork of `run_ref` at `at` (pending, queued); returns its id. With
+    `reapply_signals`, the signals the prefix did not consume are sent to it again."""
     source = store.find_run(run_ref)
     journal = store.journal(source["id"])
     if at < 0 or at > len(journal):
@@ -75,7 +91,38 @@ def fork_run(store, run_ref, at, current=False, clock=SYSTEM):
             detail = report.text.split("\n", 1)[-1].replace(run_id, source["id"])  # (the new id never exists)
             raise ForkRefused(f"cannot fork run {source['id']} at {at}: its first {at} journal entries "
                               f"do not replay on {where}:\n{detail}")
+        if reapply_signals:
+            for s in signals_after(store, source["id"], at):
+                store.insert_signal(run_id, s["name"], s["payload"], s["sent_at"])
+        _copy_callbacks(store, source["id"], run_id, prefix, reapply_signals)
     return run_id
+
+
+def _copy_callbacks(store, source_id, run_id, prefix, completed):
+    """The `deferred` rows of the prefix's callback() entries, for the new run: waiting, under
+    the new run's token; with `completed`, one the old run was called back on keeps its payload."""
+    from flowmetal.engine import deferred
+
+    secret = None
+    for entry in prefix:
+        if entry["builtin"] != "callback":
+            continue
+        old = store.get_deferred(source_id, entry["seq"])
+        if old is None:
+            continue
+        if secret is None:  # (where the gate finds it: next to the database)
+            try:
+                secret = deferred.server_secret(os.path.dirname(os.path.abspath(store.path)))
+            except OSError as e:
+                raise UserError(f"cannot fork run {source_id}: its prefix created a callback, and the server "
+                                f"secret its new URL is derived from cannot be read: {e}") from None
+        token = deferred.callback_token(secret, run_id, entry["seq"])
+        store.insert_deferred({"run_id": run_id, "seq": entry["seq"], "builtin": "callback", "queue": None,
+                               "detail": old["detail"], "deadline": old["deadline"], "created_at": old["created_at"],
+                               "token_hash": deferred.token_hash(token)})
+        if completed and old["state"] == "completed":
+            store.complete_deferred(run_id, entry["seq"], old["result"], old["error"], old["payload_hash"],
+                                    old["completed_at"])
 
 
 def retry_point(store, run_ref):
@@ -99,7 +146,7 @@ def failed_the_run(run, entry):
     return (run["error"] or "").startswith(f"{entry['builtin']}() failed")
 
 
-def retry_run(store, run_ref, clock=SYSTEM):
+def retry_run(store, run_ref, clock=SYSTEM, reapply_signals=False):
     """Fork a failed run before its failing entry, on the current files; returns (new id, position)."""
     source, at = retry_point(store, run_ref)
-    return fork_run(store, source["id"], at, current=True, clock=clock), at
+    return fork_run(store, source["id"], at, current=True, clock=clock, reapply_signals=reapply_signals), at

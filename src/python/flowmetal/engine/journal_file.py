@@ -8,7 +8,8 @@ in tests/testdata/ are written in, and what a later `flowmetal export` /
      "flowmetal": "0.1.0",            # the release that recorded it
      "description": "...",
      "runs": [                        # the root first, then its descendants
-       {"run": {...},                 # the run row; args/posargs/result/waiting_for as JSON values
+       {"run": {...},                 # the run row; args/posargs/result/waiting_for as JSON values;
+                                      # a forked run also has forked_from and forked_at
         "journal": [{...}],           # entries exactly as stored: args, result and data are TEXT
         "sources": {"file.star": "..."},
         "signals": [{"name", "payload", "sent_at", "consumed_seq"}]}],
@@ -16,6 +17,13 @@ in tests/testdata/ are written in, and what a later `flowmetal export` /
 
 Journal `args`, `digest`, `result` and `data` are kept as the stored text,
 byte for byte, so that digests recorded by an old release stay comparable.
+
+A forked run (engine/fork.py) carries `forked_from` (the old run's id) and
+`forked_at` (how many of its journal entries were copied); the old run itself is
+not in the file unless it is part of the tree. Its journal holds the copied
+prefix, so the file replays on its own; a later `wait` on a child the prefix
+spawned replays from its recorded result (the old run's ended children are not
+exported).
 """
 
 import json
@@ -28,6 +36,7 @@ FORMAT = "flowmetal-journal/1"
 RUN_FIELDS = ("id", "file", "function", "args", "posargs", "state", "result", "error", "created_at",
               "started_at", "ended_at", "root_dir", "parent_id", "root_id", "continued_from", "continued_as",
               "schedule", "fire_time", "waiting_for", "wake_at", "deadline", "cancel_requested", "executions")
+FORK_FIELDS = ("forked_from", "forked_at")  # (only in a forked run's entry: files of other runs are unchanged)
 _JSON_FIELDS = ("args", "posargs", "result", "waiting_for")
 JOURNAL_FIELDS = ("seq", "builtin", "args", "digest", "status", "result", "error", "data", "started_at",
                   "ended_at", "reexecuted")
@@ -45,7 +54,7 @@ def export_tree(store, run_id, description="", version=None):
         run = {k: row.get(k) for k in RUN_FIELDS}
         for k in _JSON_FIELDS:
             run[k] = None if run[k] is None else json.loads(run[k])
-        for k in ("flowmetal_version", "prelude_digest", "digest_version"):
+        for k in ("flowmetal_version", "prelude_digest", "digest_version", *FORK_FIELDS):
             if row.get(k) is not None:
                 run[k] = row[k]
         journal = [{k: e.get(k) for k in JOURNAL_FIELDS} for e in store.journal(rid)]

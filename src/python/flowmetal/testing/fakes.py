@@ -1,4 +1,5 @@
-"""Fakes of the outside effects `sh` and `http`, at the level of the effect registry.
+"""Fakes of the outside effects `sh` and `http`, at the level of the effect registry, and of
+the workers that perform `task()` (their answers; testing/deferred.py delivers them).
 
 The gate performs an outside effect by calling its registry entry's
 `perform(args, ctx)`. Under test, the harness's gate calls `Fakes.perform(name)`
@@ -9,6 +10,10 @@ returns, so `check`, `retry` (its outcomes and delays) and the journal work as
 they do in production. Every call is recorded, matched or not; a call that no
 fake matches fails (an EffectError names it) and the harness fails the test
 naming the call.
+
+A `task` fake (`t.mock_task(queue, result = None, error = None, ...)`) is matched
+by the same rule against the task's queue name; it is the answer a worker of that
+queue gives, delivered by testing/deferred.py.
 """
 
 import json as jsonlib
@@ -50,6 +55,10 @@ class Call:
                 **{k: v for k, v in self.args.items() if k != "retry"}, "result": self.result}
 
 
+HINTS = {"sh": "t.mock_sh(PATTERN, ...)", "http": "t.mock_http(URL_PATTERN, ...)",
+         "task": "t.mock_task(QUEUE_PATTERN, result = ...)"}
+
+
 def command_text(cmd):
     return cmd if isinstance(cmd, str) else shlex.join(str(a) for a in cmd)
 
@@ -71,6 +80,15 @@ class Fakes:
             raise UserError(f"t.mock_{builtin}(): times must be a positive number or None")
         self.fakes.append(Fake(builtin, pattern, regex, answer, times, method.upper() if method else None))
 
+    def find(self, builtin, text, method=None):
+        """The first fake of `builtin` with uses left that matches `text` (used up by one), or None."""
+        for fake in self.fakes:
+            if fake.builtin == builtin and fake.left() and fake.regex.search(text) \
+                    and (fake.method is None or fake.method == method):
+                fake.used += 1
+                return fake
+        return None
+
     def perform(self, name):
         """The perform function of builtin `name` under test."""
         return {"sh": self._sh, "http": self._http}.get(name, self._unknown(name))
@@ -83,15 +101,12 @@ class Fakes:
     def _match(self, builtin, text, args, ctx, method=None):
         call = Call(builtin, ctx.run_id, ctx.seq, text, dict(args))
         self.calls.append(call)
-        for fake in self.fakes:
-            if fake.builtin == builtin and fake.left() and fake.regex.search(text) \
-                    and (fake.method is None or fake.method == method):
-                fake.used += 1
-                call.fake = fake.pattern
-                return call, fake
+        fake = self.find(builtin, text, method)
+        if fake is not None:
+            call.fake = fake.pattern
+            return call, fake
         self.unmatched.append(call)
-        hint = "t.mock_sh(PATTERN, ...)" if builtin == "sh" else "t.mock_http(URL_PATTERN, ...)"
-        raise EffectError(f"no fake matches {builtin}({text!r}) (add {hint})")
+        raise EffectError(f"no fake matches {builtin}({text!r}) (add {HINTS[builtin]})")
 
     def _sh(self, args, ctx):
         call, fake = self._match("sh", command_text(args["cmd"]), args, ctx)

@@ -9,17 +9,23 @@ things differ from production, both in the gate (TestGate):
 - a wait never waits in place: a wait whose time has not come suspends the
   run, and the driver moves the clock.
 
+`task()` and `callback()` go through the production gate unchanged; their
+`deferred` rows are answered from outside, as a worker or the server would
+(testing/deferred.py: the task fakes, `t.callback`).
+
 The driver (`settle`) executes every runnable run, one at a time; when none is
 runnable and it may move time, it jumps the clock to the next wake time (a
-sleep's end, a retry delay, a timeout, a run's deadline). When no run is
-runnable and none has a wake time, every run left waits for something only the
-test can give (a signal), or the test has deadlocked.
+sleep's end, a retry delay, a timeout, a run's deadline, a task fake's answer).
+When no run is runnable and none has a wake time, every run left waits for
+something only the test can give (a signal, a callback), or the test has
+deadlocked.
 """
 
 import dataclasses
 import json
 import os
 import tempfile
+import threading
 
 from flowmetal.codec import canonical
 from flowmetal.engine import lifecycle
@@ -36,10 +42,15 @@ from flowmetal.model import Run, WaitingFor
 from flowmetal.store.base import ENDED
 from flowmetal.store.sqlite import SqliteStore
 from flowmetal.testing.clock import VirtualClock
-from flowmetal.testing.fakes import Fakes
+from flowmetal.testing.deferred import TaskDesk, deliver_callback, find_callback
+from flowmetal.testing.fakes import HINTS, Fakes
 
 OWNER = "flowmetal-test:0:0"
 MAX_STEPS = 100_000  # executions one settle may make (a run that never stops waking is a bug to report)
+
+
+class TimeLimit(Exception):
+    """The test ran out of its wall time (--timeout); raised where the harness notices."""
 
 
 class TestFailure(Exception):
@@ -75,9 +86,17 @@ def describe_wait(run):
         "signal": lambda: f"signal {w.name!r}",
         "timer": lambda: f"a timer ({w.builtin})",
         "children": lambda: f"{'any of' if w.any else 'its'} child run(s) {', '.join(w.runs)}",
-        "effect": lambda: f"{w.builtin}() at position {w.seq}",
+        "effect": lambda: _describe_effect(w),
     }.get(w.kind, lambda: w.kind)()
     return f"run {run['id']} ({run['file']}:{run['function']}) waits for {what}"
+
+
+def _describe_effect(w):
+    if w.builtin == "task":
+        return f"task() on queue {w.detail.get('queue')!r} at position {w.seq}"
+    if w.builtin == "wait_callback":
+        return f"its callback at position {w.seq} (wait_callback(); deliver it with t.callback())"
+    return f"{w.builtin}() at position {w.seq}"
 
 
 class Harness:
@@ -91,7 +110,24 @@ class Harness:
         self._dir = tempfile.TemporaryDirectory(prefix="flowmetal-test-")
         self.store = SqliteStore(os.path.join(self._dir.name, "test.db"), clock=self.clock)
         self.fakes = Fakes()
+        self.tasks = TaskDesk(self.store, self.clock, self.fakes)
         self.roots = []  # ids of the runs the test started, in order
+        self.expired = threading.Event()  # set by the watchdog when the test's wall time is up
+        self.executing = None  # the TestExecution in progress (the watchdog interrupts it)
+        self.stopped_run = None  # the run the watchdog interrupted
+
+    def time_up(self):
+        """The watchdog's call (another thread): stop the test, and the run it is executing."""
+        self.expired.set()
+        ex = self.executing
+        if ex is not None:
+            self.stopped_run = ex.run.id
+            ex.gate.cancel_reason = "interrupt"  # (left resumable, not cancelled: the test is what failed)
+            ex.gate.cancel.set()
+
+    def check_time(self):
+        if self.expired.is_set():
+            raise TimeLimit()
 
     def close(self):
         self.store.close()
@@ -133,33 +169,38 @@ class Harness:
         run = lifecycle.claim(self.store, OWNER)
         if run is None:
             return False
-        ex = TestExecution(self.store, run, OWNER, self.clock, self.fakes)
+        ex = self.executing = TestExecution(self.store, run, OWNER, self.clock, self.fakes)
         try:
             ex.execute()
         except Exception as e:  # a bug of ours: the run fails saying so, as under a worker
             lifecycle.fail_internal(self.store, self.clock, ex.run, OWNER, e)
+        finally:
+            self.executing = None
+        self.check_time()
+        self.tasks.dispatch()
         self._check_unmatched()
         return True
 
     def _check_unmatched(self):
         if self.fakes.unmatched:
             call = self.fakes.unmatched[0]
-            raise TestFailure(f"{call.builtin}() called with no matching fake: {call.text}",
-                              f"in run {call.run} at journal position {call.seq}; add "
-                              + ("t.mock_sh(PATTERN, ...)" if call.builtin == "sh" else "t.mock_http(URL_PATTERN, ...)")
-                              + " for it")
+            what = f"queue {call.text!r}" if call.builtin == "task" else call.text
+            raise TestFailure(f"{call.builtin}() called with no matching fake: {what}",
+                              f"in run {call.run} at journal position {call.seq}; add {HINTS[call.builtin]} for it")
 
     def settle(self, jump=True, until=None, horizon=None):
         """Execute what is runnable; with `jump`, move the clock to each next wake time (not
         past `horizon`). Stops early when run `until` has ended."""
         for _ in range(MAX_STEPS):
+            self.check_time()
             if until is not None and self.store.get_run(until)["state"] in ENDED:
                 return
-            if self.execute_one():
+            if self.execute_one() or self.tasks.deliver():
                 continue
             if not jump:
                 return
-            wake = self.store.next_wake()
+            wakes = [w for w in (self.store.next_wake(), self.tasks.next_due()) if w is not None]
+            wake = min(wakes, default=None)
             if wake is None or (horizon is not None and wake > horizon):
                 return
             self.clock.set(wake)
@@ -265,8 +306,34 @@ class Harness:
         self.fakes.add("http", url_pattern, {"status": status, "json": json, "body": body, "headers": headers},
                        times, method)
 
+    def t_mock_task(self, queue, result, error, times, delay):
+        if error is not None and not isinstance(error, str):
+            raise UserError("t.mock_task(): error must be a string (the worker's error message) or None")
+        if error is not None and result is not None:
+            raise UserError("t.mock_task(): give result or error, not both (a worker answers one)")
+        if not isinstance(delay, (int, float)) or delay < 0:
+            raise UserError("t.mock_task(): delay must be a duration")
+        self.fakes.add("task", queue, {"result": result, "error": error, "delay": float(delay)}, times)
+
+    def _callback(self, target, payload, name, approval=False):
+        if isinstance(target, dict):
+            target = target.get("id")
+        if not isinstance(target, str):
+            raise UserError("t.callback(): pass a run's handle or a callback's name")
+        runs = [r["id"] for r in self.all_runs()]
+        row = find_callback(self.store, runs, target, name=name, approval=approval)
+        outcome = deliver_callback(self.store, self.clock, row, payload)
+        self.settle(jump=False)
+        return outcome
+
+    def t_callback(self, target, payload, name):
+        return self._callback(target, payload, name)
+
+    def t_approve(self, target, name, approved):
+        return self._callback(target, {"approved": approved}, name, approval=True)
+
     def t_calls(self, builtin):
-        if builtin in ("sh", "http"):
+        if builtin in ("sh", "http", "task"):
             return [c.to_dict() for c in self.fakes.calls if c.builtin == builtin]
         out = []
         for run in self.all_runs():

@@ -5,9 +5,17 @@ with the `t` object's definitions (tprelude.star) and a table of its test
 functions appended to its text, after its last line, so that its own line
 numbers are kept. Each test function is called with `t`, a struct of Starlark
 functions whose host calls reach that test's Harness through `_effect`.
+
+Each test has a wall-time limit (`timeout`, seconds; `flowmetal test --timeout`).
+A watchdog thread sets the harness's `expired` flag when it passes: the test's
+own Starlark stops through `check_cancelled`, a run it is executing is
+interrupted through its gate's cancel event (the same way a worker stops a
+pure-Starlark loop), and the harness raises at its next step. The test fails
+saying so, and the next test runs.
 """
 
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +27,12 @@ from flowmetal.lang.diagnostics import strip_prelude_frames
 from flowmetal.lang.loader import Program
 from flowmetal.lang.safe import guard
 from flowmetal.lang.workspace import DiskSources, Exclusions, file_name
-from flowmetal.testing.harness import Harness, TestFailure
+from flowmetal.testing.harness import Harness, TestFailure, TimeLimit
 
 T_PRELUDE = (Path(__file__).parent / "tprelude.star").read_text(encoding="utf-8")
 _TEST_DEF = re.compile(r"^def\s+(test_\w*)\s*\(", re.M)
 _FRAME = re.compile(r"^\s*\* (?P<file>.+?):(?P<line>\d+), in (?P<func>.+)$")
+DEFAULT_TIMEOUT = 30.0  # seconds of wall time per test (a test takes milliseconds; this catches a loop)
 _ARROW = re.compile(r"^\s*-->\s*(?P<file>.+?):(?P<line>\d+):(?P<col>\d+)")
 
 
@@ -128,8 +137,8 @@ class _Abort(Exception):
 
 
 class TestFile:
-    def __init__(self, root, path, texts_cache):
-        self.root, self.path, self.cache = root, path, texts_cache
+    def __init__(self, root, path, texts_cache, timeout=DEFAULT_TIMEOUT):
+        self.root, self.path, self.cache, self.timeout = root, path, texts_cache, timeout
         self.name = file_name(root, path)
         self.tests = list(dict.fromkeys(_TEST_DEF.findall(Path(path).read_text(encoding="utf-8"))))
         self.harness = None
@@ -145,6 +154,8 @@ class TestFile:
             return self.harness.call(name[2:], args)
         except TestFailure as e:
             self.failure = e
+        except TimeLimit:
+            self.failure = self._time_failure()
         except UserError as e:
             self.failure = TestFailure(str(e))
         raise _Abort("test failed")
@@ -153,18 +164,35 @@ class TestFile:
         self.module = self.program.load(self.name)
         self.program.phase = "execution"
 
+    def _time_failure(self):
+        h = self.harness
+        detail = ""
+        if h.stopped_run:
+            row = h.store.get_run(h.stopped_run)
+            detail = (f"run {row['id']} ({row['file']}:{row['function']}) was executing and was stopped "
+                      f"(its code never waits: a loop that does not end?)")
+        return TestFailure(f"{self.test} did not end within its time limit of {self.timeout:g}s of wall time "
+                           f"(flowmetal test --timeout SECONDS)", detail)
+
     def run(self, test):
         started = time.perf_counter()
         schedules = {d.args["name"]: d.args for d in self.program.declarations
                      if d.kind == "schedule" and isinstance(d.args.get("name"), str)}
-        self.harness, self.failure = Harness(self.root, self.cache, schedules), None
+        self.harness, self.failure, self.test = Harness(self.root, self.cache, schedules), None, test
         out = Outcome(self.name, test, True)
+        watchdog = threading.Timer(self.timeout, self.harness.time_up)
+        watchdog.daemon = True
+        watchdog.start()
         try:
-            guard(self.module.call_with, sl.EvalOptions(max_callstack_size=500), "flowmetal_test__", test)
+            guard(self.module.call_with, sl.EvalOptions(max_callstack_size=500,
+                                                        check_cancelled=self.harness.expired.is_set),
+                  "flowmetal_test__", test)
         except (sl.StarlarkError, UserError) as e:
             out.ok = False
             text = str(e)
             out.where = self._where(text)
+            if self.failure is None and self.harness.expired.is_set():  # stopped in the test's own code
+                self.failure = self._time_failure()
             if self.failure is not None:
                 out.message, out.detail = self.failure.message, self.failure.detail
             else:  # a Starlark error in the test itself (fail(), a bad index...)
@@ -175,6 +203,7 @@ class TestFile:
                 out.detail = _own_traceback(cleaned)
             out.journal = self.harness.journals_text()
         finally:
+            watchdog.cancel()
             self.harness.close()
             out.seconds = time.perf_counter() - started
         return out
@@ -215,7 +244,7 @@ def replay_golden(root, path):
     return out
 
 
-def run_tests(paths, pattern=None, root=None, on_outcome=None):
+def run_tests(paths, pattern=None, root=None, on_outcome=None, timeout=DEFAULT_TIMEOUT):
     """Run the tests under `paths` (files or directories); returns a Session."""
     from flowmetal.lang.workspace import root_for
 
@@ -226,7 +255,7 @@ def run_tests(paths, pattern=None, root=None, on_outcome=None):
     cache = {}
     needle = pattern.lower() if pattern else None
     for path in find_files(paths, root, "_test.star"):
-        tf = TestFile(root, path, cache)
+        tf = TestFile(root, path, cache, timeout)
         chosen = [t for t in tf.tests if needle is None or needle in f"{tf.name}::{t}".lower()]
         if not chosen:
             continue
