@@ -221,6 +221,9 @@ def test_retry_after_fixing_the_file_and_a_refused_fork(page, srv, api):
     assert "from entry #6" in page.locator("section[aria-label=Retry]").inner_text()
     assert page.get_by_role("button", name="Fork from entry #1", exact=True).count() == 1
     shot(page, "run-retry", full=False)
+    page.evaluate("window.scrollTo(0, document.querySelector('section[aria-label=Retry]').getBoundingClientRect().top"
+                  " + window.scrollY - 10)")
+    shot(page, "run-fork", full=False)
     late.write_text(LATE % 0)  # the fix, on disk
     page.get_by_role("button", name=f"Retry run {run_id} on the current files").click()
     page.wait_for_url(re.compile(r"/runs/(?!" + run_id + r")\w+$"))

@@ -100,7 +100,10 @@ def run_page(store, ref, after=0, now=None, with_url=False):
         end = doc["ended_at"] or (now if run["state"] not in ENDED else doc["started_at"])
         left = min(max((doc["started_at"] - t0) / span, 0.0), 1.0)
         width = min(max((end - doc["started_at"]) / span, 0.002), 1.0 - left) if left < 1 else 0.002
-        bars.append({**doc, "kinds": kind(doc), "duration": max(end - doc["started_at"], 0.0),
+        kinds = kind(doc)
+        if run["state"] == "failed" and e is entries[-1] and "failed" not in kinds and failed_the_run(raw, e):
+            kinds = [k for k in kinds if k != "effect"] + ["failed"]  # (its effect's failure failed the run)
+        bars.append({**doc, "kinds": kinds, "duration": max(end - doc["started_at"], 0.0),
                      "open": doc["ended_at"] is None, "left": round(left * 100, 3),
                      "width": round(max(width, 0.002) * 100, 3),
                      "args_shown": shown(doc.get("args")), "result_shown": shown(doc.get("result")),
