@@ -386,11 +386,16 @@ def test_new_parts_dark_and_390_wide(browser, srv, api):
             width = pg.evaluate("document.documentElement.scrollWidth")
             assert width <= 400, (path, width)
             shot(pg, name)
-        # every button and field on the run page has an accessible name
-        unnamed = pg.evaluate("""() => [...document.querySelectorAll('button, input:not([type=hidden]), textarea, select')]
-            .filter(e => !(e.getAttribute('aria-label') || (e.labels && e.labels.length) || e.textContent.trim()))
-            .map(e => e.outerHTML)""")
-        assert unnamed == []
+            # every button and field has an accessible name
+            unnamed = pg.evaluate("""() => [...document.querySelectorAll(
+                    'button, input:not([type=hidden]), textarea, select')]
+                .filter(e => !(e.getAttribute('aria-label') || (e.labels && e.labels.length) || e.textContent.trim()))
+                .map(e => e.outerHTML)""")
+            assert unnamed == [], (path, unnamed)
+        assert pg.get_by_role("button", name="Approve narrow").count() == 0  # (the last page is the runs page)
+        visit(pg, srv.url + f"/runs/{run_id}")
+        assert pg.get_by_role("button", name="Fork from entry #2", exact=True).count() == 1
+        assert pg.get_by_role("checkbox", name="Fork from entry #2 on the current files").count() == 1
     finally:
         pg.context.close()
     api.post(f"/api/v1/runs/{run_id}/cancel")
