@@ -377,7 +377,9 @@ def test_created_since_until_on_the_page_and_the_api(browser, srv, api):
 
 def test_new_parts_dark_and_390_wide(browser, srv, api):
     run_id = start(api, "approve", name="narrow")
+    job = start(api, "work", n=3)
     waiting_on_effect(api, run_id)
+    waiting_on_effect(api, job)
     pg = new_page(browser, srv, "write", viewport={"width": 390, "height": 844}, color_scheme="dark")
     try:
         for path, name in ((f"/runs/{run_id}", "run-approval-dark-390"), ("/workers", "workers-dark-390"),
@@ -400,6 +402,7 @@ def test_new_parts_dark_and_390_wide(browser, srv, api):
     finally:
         pg.context.close()
     api.post(f"/api/v1/runs/{run_id}/cancel")
+    api.post(f"/api/v1/runs/{job}/cancel")
 
 
 def test_pages_read_without_javascript(browser, srv, api):
