@@ -5,14 +5,19 @@ starts, pages and cursors). No HTTP here; routes parse, call one of these, rende
 
 import base64
 import binascii
+import datetime
 import hashlib
+import math
 import posixpath
 from pathlib import Path
 
+from flowmetal.clock import SYSTEM
 from flowmetal.codec import canonical
+from flowmetal.durations import parse_duration
 from flowmetal.engine import runs as run_ops
 from flowmetal.engine.documents import entry_json, run_document, run_json
 from flowmetal.errors import UserError
+from flowmetal.ids import new_run_id
 from flowmetal.lang.refs import parse_target
 from flowmetal.store.base import ENDED, RUN_STATES
 
@@ -90,8 +95,59 @@ def decode_cursor(cursor):
     return text[3:]
 
 
-def list_runs(store, *, state=None, target=None, schedule=None, parent=None, limit=50, cursor=None):
-    """{"runs": [...], "next": cursor or None}, newest first."""
+TIME_SLACK = 5.0  # seconds: a run's id is stamped a moment before its created_at (a child's id is made first)
+MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z
+
+
+def parse_time(value, name, now):
+    """A `since`/`until` bound as epoch seconds: a number (epoch seconds), an ISO 8601 date or
+    date and time (UTC unless it carries an offset: "2026-12-01", "2026-12-01T09:30Z",
+    "2026-12-01T10:30+01:00"), or a duration ("90m", "24h", "7d"): that long before `now`."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        seconds = None
+        try:
+            seconds = float(text)
+        except ValueError:
+            pass
+        if seconds is None and text[:4].isdigit() and "-" in text:
+            try:
+                when = datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+            except ValueError:
+                raise UserError(f"{name}={text!r}: not an ISO 8601 date or time (e.g. 2026-12-01T09:30Z)") from None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=datetime.timezone.utc)
+            try:
+                seconds = when.timestamp()
+            except (OverflowError, ValueError):
+                seconds = -1.0  # (out of range, said below)
+        if seconds is None:
+            try:
+                seconds = now - parse_duration(text, name)
+            except ValueError:
+                raise UserError(f"{name}={text!r}: expected epoch seconds, an ISO 8601 date or time "
+                                f"(2026-12-01T09:30Z) or a duration before now (24h)") from None
+    if not (math.isfinite(seconds) and 0 <= seconds <= MAX_TIME):
+        raise UserError(f"{name}={value!r}: out of range (1970 to 9999)")
+    return seconds
+
+
+def _id_floor(seconds):
+    """The smallest run id created at `seconds` or later (ids start with their time, see ids.py)."""
+    return new_run_id(max(seconds, 0.0))[:9]
+
+
+def list_runs(store, *, state=None, target=None, schedule=None, parent=None, limit=50, cursor=None,
+              since=None, until=None, now=None):
+    """{"runs": [...], "next": cursor or None}, newest first; with `since`/`until` (parse_time),
+    only the runs created at `since` or later and before `until`.
+
+    Run ids are time-sortable, so the range is first a range of ids (with TIME_SLACK of margin,
+    as a run's id is stamped a moment before its created_at), then exact on created_at."""
     if state is not None and state not in RUN_STATES:
         raise UserError(f"state {state!r}: expected one of {', '.join(RUN_STATES)}")
     file = function = None
@@ -100,12 +156,30 @@ def list_runs(store, *, state=None, target=None, schedule=None, parent=None, lim
             file, function = split_target(target)
         else:
             file = split_target(target + ":main")[0]
+    if now is None:
+        now = (getattr(store, "clock", None) or SYSTEM).now()
+    low, high = parse_time(since, "since", now), parse_time(until, "until", now)
     before = decode_cursor(cursor) if cursor is not None else None
-    rows = store.runs_page(state=state, file=file, function=function, schedule=schedule, parent_id=parent,
-                           before_id=before, limit=limit + 1)
-    page = rows[:limit]
+    if high is not None:
+        bound = _id_floor(high + TIME_SLACK)
+        before = bound if before is None else min(before, bound)
+    floor = _id_floor(low - TIME_SLACK) if low is not None and low > TIME_SLACK else None
+    out, done = [], False
+    while len(out) <= limit and not done:
+        rows = store.runs_page(state=state, file=file, function=function, schedule=schedule, parent_id=parent,
+                               before_id=before, limit=limit + 1)
+        done = len(rows) <= limit
+        for r in rows:
+            if floor is not None and r["id"] < floor:
+                done = True
+                break
+            if (low is None or r["created_at"] >= low) and (high is None or r["created_at"] < high):
+                out.append(r)
+        if rows:
+            before = rows[-1]["id"]
+    page = out[:limit]
     return {"runs": [run_json(r) for r in page],
-            "next": encode_cursor(page[-1]["id"]) if len(rows) > limit else None}
+            "next": encode_cursor(page[-1]["id"]) if len(out) > limit else None}
 
 
 # --- one run -------------------------------------------------------------------------

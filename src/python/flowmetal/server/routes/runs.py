@@ -60,7 +60,8 @@ async def list_(request):
     page = await run_in_threadpool(
         service.list_runs, c.store, state=query_text(request, "state"), target=query_text(request, "target"),
         schedule=query_text(request, "schedule"), parent=query_text(request, "parent"), limit=limit,
-        cursor=query_text(request, "cursor"))
+        cursor=query_text(request, "cursor"), since=query_text(request, "since"), until=query_text(request, "until"),
+        now=c.clock.now())
     return respond(page)
 
 
@@ -219,7 +220,11 @@ ENDPOINTS = [
                      Param("parent", "query", _S, "child runs of this run id"),
                      Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": service.MAX_PAGE,
                                               "default": 50}),
-                     Param("cursor", "query", _S, "the `next` of the previous page")],
+                     Param("cursor", "query", _S, "the `next` of the previous page"),
+                     Param("since", "query", _S, "runs created at this time or later: epoch seconds, ISO 8601 "
+                                                 "(UTC unless it has an offset: 2026-12-01T09:30Z) or a duration "
+                                                 "before now (24h)"),
+                     Param("until", "query", _S, "runs created before this time (as since)")],
              responses={200: ("a page of runs; `next` is null on the last page",
                               {"type": "object", "required": ["runs", "next"],
                                "properties": {"runs": {"type": "array", "items": ref("Run")},

@@ -1,6 +1,7 @@
 """The web view's routes: login/logout, runs, a run, schedules, workers, the live
 endpoints (run states as JSON, a run's log as Server-Sent Events) and the actions
-(cancel, signal, pause, resume, trigger), each a POST with the session's CSRF token."""
+(cancel, signal, approve or reject a callback, fork, retry, pause, resume, trigger),
+each a POST with the session's CSRF token."""
 
 import datetime
 import json
@@ -14,6 +15,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, St
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from flowmetal.engine import deferred
 from flowmetal.errors import NotFound, UserError
 from flowmetal.server import service
 from flowmetal.server.routes.common import ctx
@@ -144,21 +146,25 @@ class Web:
 
     async def runs(self, request):
         q = request.query_params
-        f = {k: (q.get(k) or "").strip() or None for k in ("state", "target", "schedule", "parent", "q")}
+        f = {k: (q.get(k) or "").strip() or None for k in ("state", "target", "schedule", "parent", "q", "since",
+                                                          "until")}
         top = q.get("top") == "1"
+        now = ctx(request).clock.now()
         page = await run_in_threadpool(views.list_runs, ctx(request).store, state=f["state"], target=f["target"],
                                        schedule=f["schedule"], parent=f["parent"], top=top, prefix=f["q"],
-                                       cursor=q.get("cursor") or None)
+                                       cursor=q.get("cursor") or None, since=f["since"], until=f["until"], now=now)
+        within = {k: service.parse_time(f[k], k, now) for k in ("since", "until")}
         keep = {k: v for k, v in {**f, "top": "1" if top else None}.items() if v}
         nxt = "?" + urlencode({**keep, "cursor": page["next"]}) if page["next"] else None
-        return self.render(request, "runs.html", runs=page["runs"], f=f, top=top, next_url=nxt,
+        return self.render(request, "runs.html", runs=page["runs"], f=f, top=top, next_url=nxt, within=within,
                            first_url="?" + urlencode(keep) if q.get("cursor") else None)
 
     async def run(self, request):
         after = request.query_params.get("after", "0")
         after = int(after) if after.isdigit() and len(after) < 12 else 0
         c = ctx(request)
-        doc = await run_in_threadpool(views.run_page, c.store, request.path_params["id"], after, c.clock.now())
+        doc = await run_in_threadpool(views.run_page, c.store, request.path_params["id"], after, c.clock.now(),
+                                      request.state.web.allows("write"))
         if doc["run"]["id"] != request.path_params["id"]:
             return RedirectResponse(f"/runs/{doc['run']['id']}", 303)
         return self.render(request, "run.html", now=c.clock.now(), **doc)
@@ -223,6 +229,45 @@ class Web:
         c.changes.notify()
         return RedirectResponse(f"/runs/{doc['id']}", 303)
 
+    async def decide(self, request, form):
+        """Approve or reject an approval callback: the payload the /callbacks route's
+        Approve and Reject buttons post, {"approved": true} or {"approved": false}."""
+        c = ctx(request)
+        decision = request.path_params["decision"]
+        if decision not in ("approve", "reject"):
+            raise NotFound(f"no action {decision!r}")
+        seq = _seq(request.path_params["seq"])
+        run = await run_in_threadpool(c.store.find_run, request.path_params["id"])
+        await run_in_threadpool(views.approval, c.store, run["id"], seq)
+        done = await run_in_threadpool(deferred.complete_effect, c.store, run["id"], seq,
+                                       {"approved": decision == "approve"}, None, c.clock)
+        if not done.ok:
+            raise service.Conflict(done.message[0].upper() + done.message[1:] + ".")
+        c.changes.notify()
+        return RedirectResponse(f"/runs/{run['id']}", 303)
+
+    async def fork(self, request, form):
+        """Fork a run at a journal position (`at`: the entries kept) on its pinned code or, with
+        current=1, on the files on disk; retry forks a failed run before its failing entry.
+        A prefix that does not replay is refused (nothing is created) and shown."""
+        from flowmetal.engine import fork
+
+        c = ctx(request)
+        ref = request.path_params["id"]
+        try:
+            if request.url.path.endswith("/retry"):
+                new_id, _ = await run_in_threadpool(fork.retry_run, c.store, ref, c.clock)
+            else:
+                at = _seq(form.get("at", ""), low=0)
+                new_id = await run_in_threadpool(fork.fork_run, c.store, ref, at, form.get("current") == "1",
+                                                 c.clock)
+        except fork.ForkRefused as e:
+            head, _, detail = str(e).partition("\n")
+            return self.render(request, "error.html", 409, title="Fork refused", message=head,
+                               detail=detail, note="Nothing was created.", back=f"/runs/{ref}")
+        c.changes.notify()
+        return RedirectResponse(f"/runs/{new_id}", 303)
+
     async def schedule_action(self, request, form):
         from flowmetal.schedule import commands
 
@@ -239,6 +284,12 @@ class Web:
         return RedirectResponse("/schedules?" + urlencode({"done": f"{action}: {name}"}), 303)
 
 
+def _seq(text, low=1):
+    if not (isinstance(text, str) and text.isdigit() and len(text) < 10 and int(text) >= low):
+        raise UserError(f"journal position {text!r}: expected a whole number, {low} or more")
+    return int(text)
+
+
 def _safe_next(nxt):
     return nxt if isinstance(nxt, str) and nxt.startswith("/") and not nxt.startswith("//") and "\\" not in nxt \
         else "/"
@@ -253,6 +304,9 @@ def routes():
         Route("/runs/{id}", w.page(w.run)),
         Route("/runs/{id}/cancel", w.page(w.cancel, "write"), methods=["POST"]),
         Route("/runs/{id}/signal", w.page(w.signal, "write"), methods=["POST"]),
+        Route("/runs/{id}/callbacks/{seq}/{decision}", w.page(w.decide, "write"), methods=["POST"]),
+        Route("/runs/{id}/fork", w.page(w.fork, "write"), methods=["POST"]),
+        Route("/runs/{id}/retry", w.page(w.fork, "write"), methods=["POST"]),
         Route("/schedules", w.page(w.schedules)),
         Route("/schedules/{name}/{action}", w.page(w.schedule_action, "write"), methods=["POST"]),
         Route("/workers", w.page(w.workers)),
