@@ -148,11 +148,10 @@ def test_every_command_is_described_in_the_docs_beyond_cli_md():
 # --- 2. code blocks that are complete .star files pass flowmetal check --------------
 
 
-@pytest.mark.parametrize("doc", DOCUMENTS, ids=lambda p: p.name)
+# Only the pages that hold complete .star blocks (a page without any has nothing to check).
+@pytest.mark.parametrize("doc", [d for d in DOCUMENTS if star_files(d)], ids=lambda p: p.name)
 def test_star_code_blocks_pass_flowmetal_check(doc, tmp_path):
     files = star_files(doc)
-    if not files:
-        pytest.skip(f"{doc.name} has no complete .star blocks")
     root = tmp_path / "ws"
     (root / ".flowmetal").mkdir(parents=True)
     for name, body in files.items():
