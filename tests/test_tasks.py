@@ -17,6 +17,14 @@ def build(commit):
 
 def flaky():
     return task("flaky", 1, check = False).error
+
+def beating():
+    r = task("beat", 1, heartbeat = "1s", check = False)
+    return [r.ok, r.value, r.attempts]
+
+def retried(check):
+    r = task("retry", 1, retry = retry_policy(attempts = 3, initial = "1s", jitter = False), check = check)
+    return [r.ok, r.value, r.error, r.attempts] if not check else r
 """
 
 
@@ -40,7 +48,7 @@ def test_a_waiting_claim_gets_a_new_task_at_once_and_completes_it(srv):
     got = {}
 
     def claim():
-        r = c.post("/api/v1/tasks/claim", json={"queue": "build", "wait": 20})
+        r = c.post("/api/v1/tasks/claim", json={"worker": "w1", "queues": ["other", "build"], "wait": 20})
         got["at"], got["r"] = time.time(), r
 
     t = threading.Thread(target=claim)
@@ -50,41 +58,118 @@ def test_a_waiting_claim_gets_a_new_task_at_once_and_completes_it(srv):
     t.join(30)
     r = got["r"]
     assert r.status_code == 200, r.text
-    task = r.json()
-    assert task["id"] == f"{run_id}:1" and task["payload"] == {"commit": "abc"} and task["attempt"] == 1
-    [(created,)] = srv.rows("SELECT created_at FROM deferred WHERE run_id = ?", (run_id,))
+    [task] = r.json()["tasks"]
+    assert task["id"] == task["idempotency_key"] == f"{run_id}:1" and task["queue"] == "build"
+    assert task["payload"] == {"commit": "abc"} and task["attempt"] == 1 and task["heartbeat"] is None
+    [(created, worker)] = srv.rows("SELECT created_at, worker FROM deferred WHERE run_id = ?", (run_id,))
     assert got["at"] - created < 0.1 + 0.05  # (plus the client's own clock reading)
-    assert task["lease"] not in json.dumps(srv.rows("SELECT * FROM deferred"))  # only its hash is stored
+    assert worker == "w1" and task["lease_until"] - created == pytest.approx(60, abs=2)
+    assert task["lease_token"] not in json.dumps(srv.rows("SELECT * FROM deferred"))  # only its hash is stored
     base = f"/api/v1/tasks/{task['id']}"
-    assert c.post(base + "/heartbeat", json={"lease": task["lease"]}).status_code == 200
-    assert c.post(base + "/heartbeat", json={"lease": "wrong"}).status_code == 409
-    assert c.post(base + "/complete", json={"lease": "wrong", "result": 1}).status_code == 409
-    r = c.post(base + "/complete", json={"lease": task["lease"], "result": {"artifact": "a.tar"}})
+    token = {"lease_token": task["lease_token"]}
+    r = c.post(base + "/heartbeat", json=token)
+    assert r.status_code == 200 and r.json()["lease_until"] >= task["lease_until"]
+    assert c.post(base + "/heartbeat", json={"lease_token": "wrong"}).status_code == 409
+    assert c.post(base + "/heartbeat", json={}).status_code == 400
+    assert c.post(base + "/complete", json={"lease_token": "wrong", "result": 1}).status_code == 409
+    r = c.post(base + "/complete", json={**token, "result": {"artifact": "a.tar"}})
     assert r.status_code == 200 and r.json()["outcome"] == "completed"
-    assert c.post(base + "/complete", json={"lease": task["lease"], "result": {"artifact": "a.tar"}}).status_code == 200
-    assert c.post(base + "/complete", json={"lease": task["lease"], "result": 2}).status_code == 409
+    assert c.post(base + "/complete", json={**token, "result": {"artifact": "a.tar"}}).status_code == 200
+    assert c.post(base + "/complete", json={**token, "result": 2}).status_code == 409
     wait_for(lambda: _state(srv, run_id)["state"] == "completed", what="the run's end")
     assert _state(srv, run_id)["result"] == {"built": {"artifact": "a.tar"}}
-    r = c.post("/api/v1/tasks/claim", json={"queue": "build"})
+    r = c.post("/api/v1/tasks/claim", json={"queues": ["build"]})
     assert r.status_code == 204  # nothing left, and no wait asked
-    assert srv.client().post("/api/v1/tasks/claim", json={"queue": "build"}).status_code == 401
+    assert srv.client().post("/api/v1/tasks/claim", json={"queues": ["build"]}).status_code == 401
+    for bad in ({"queue": "build"}, {"queues": []}, {"queues": ["b"], "max": 0}, {"queues": ["b"], "wait": 61},
+                {"queues": ["b"], "lease": 0.5}, {"queues": [1]}):
+        r = c.post("/api/v1/tasks/claim", json=bad)
+        assert r.status_code == 400 and "error" in r.json(), (bad, r.text)
 
 
 def test_an_expired_lease_offers_the_task_again_and_fencing_the_old_worker(srv):
     c = srv.client(srv.tok)
     run_id = srv.cli("start", "flows.star:flaky").stdout.strip()
-    first = c.post("/api/v1/tasks/claim", json={"queue": "flaky", "wait": 20, "lease": 1}).json()
-    assert c.post("/api/v1/tasks/claim", json={"queue": "flaky"}).status_code == 204  # leased
-    time.sleep(1.2)
-    second = c.post("/api/v1/tasks/claim", json={"queue": "flaky", "wait": 5}).json()
+    [first] = c.post("/api/v1/tasks/claim", json={"queues": ["flaky"], "wait": 20, "lease": 1}).json()["tasks"]
+    assert c.post("/api/v1/tasks/claim", json={"queues": ["flaky"]}).status_code == 204  # leased
+    t0 = time.monotonic()
+    [second] = c.post("/api/v1/tasks/claim", json={"queues": ["flaky"], "wait": 5}).json()["tasks"]
+    assert time.monotonic() - t0 < 1 + 1.5  # the waiting claim saw the lease expire (it looks every second)
     assert second["id"] == first["id"] == f"{run_id}:1" and second["attempt"] == 2
+    assert second["lease_token"] != first["lease_token"]
     base = f"/api/v1/tasks/{first['id']}"
-    assert c.post(base + "/fail", json={"lease": first["lease"], "error": "old"}).status_code == 409
-    r = c.post(base + "/fail", json={"lease": second["lease"], "error": "disk full"})
-    assert r.status_code == 200, r.text
+    assert c.post(base + "/fail", json={"lease_token": first["lease_token"], "error": "old"}).status_code == 409
+    r = c.post(base + "/fail", json={"lease_token": second["lease_token"], "error": "disk full", "retryable": True})
+    assert r.status_code == 200 and r.json()["outcome"] == "failed", r.text  # no retry policy: it ends here
     wait_for(lambda: _state(srv, run_id)["state"] == "completed", what="the run's end")
-    assert _state(srv, run_id)["result"] == "disk full"
-    assert c.post("/api/v1/tasks/nope:1/complete", json={"lease": "x", "result": 1}).status_code == 404
+    doc = _state(srv, run_id)
+    assert doc["result"] == "disk full"
+    [entry] = [e for e in doc["journal"] if e["builtin"] == "task"]
+    assert entry["reexecuted"] == 1 and entry["result"]["attempts"] == 2  # the first lease was lost
+    assert c.post("/api/v1/tasks/nope:1/complete", json={"lease_token": "x", "result": 1}).status_code == 404
+
+
+def test_a_task_whose_worker_stops_heartbeating_is_offered_again_within_the_interval(srv):
+    c = srv.client(srv.tok)
+    run_id = srv.cli("start", "flows.star:beating").stdout.strip()
+    [first] = c.post("/api/v1/tasks/claim", json={"queues": ["beat"], "wait": 20, "lease": 600}).json()["tasks"]
+    assert first["heartbeat"] == 1.0 and first["lease_until"] - time.time() <= 1.05  # capped by the interval
+    base = f"/api/v1/tasks/{first['id']}"
+    for _ in range(3):  # heartbeats keep it: no one else gets it meanwhile
+        time.sleep(0.5)
+        r = c.post(base + "/heartbeat", json={"lease_token": first["lease_token"], "lease": 600})
+        assert r.status_code == 200 and r.json()["lease_until"] - time.time() <= 1.05
+        assert c.post("/api/v1/tasks/claim", json={"queues": ["beat"]}).status_code == 204
+    # the worker goes silent: within the interval (plus the claim's recheck) another claim gets it
+    [second] = c.post("/api/v1/tasks/claim", json={"queues": ["beat"], "wait": 5}).json()["tasks"]
+    assert second["attempt"] == 2
+    assert c.post(base + "/heartbeat", json={"lease_token": first["lease_token"]}).status_code == 409
+    assert c.post(base + "/complete", json={"lease_token": second["lease_token"], "result": "ok"}).status_code == 200
+    wait_for(lambda: _state(srv, run_id)["state"] == "completed", what="the run's end")
+    assert _state(srv, run_id)["result"] == [True, "ok", 2]
+
+
+def _claim(c, queue, wait=10):
+    r = c.post("/api/v1/tasks/claim", json={"queues": [queue], "wait": wait})
+    assert r.status_code == 200, r.text
+    return r.json()["tasks"][0]
+
+
+def test_retryable_failures_are_offered_again_after_the_policys_delay_until_attempts_run_out(srv):
+    c = srv.client(srv.tok)
+    run_id = srv.cli("start", "flows.star:retried", "--arg", "check:=false").stdout.strip()
+    seen = []
+    for attempt in (1, 2, 3):
+        task = _claim(c, "retry")
+        seen.append(time.monotonic())
+        assert task["attempt"] == attempt
+        r = c.post(f"/api/v1/tasks/{task['id']}/fail",
+                   json={"lease_token": task["lease_token"], "error": "busy", "retryable": True})
+        assert r.status_code == 200, r.text
+        if attempt < 3:
+            assert r.json()["outcome"] == "retrying" and r.json()["retry_at"] > time.time()
+            assert c.post("/api/v1/tasks/claim", json={"queues": ["retry"]}).status_code == 204  # not before
+        else:
+            assert r.json()["outcome"] == "failed"  # attempts used up
+    assert seen[1] - seen[0] >= 0.9 and seen[2] - seen[1] >= 1.9  # initial 1s, backoff 2, no jitter
+    wait_for(lambda: _state(srv, run_id)["state"] == "completed", what="the run's end")
+    doc = _state(srv, run_id)
+    assert doc["result"] == [False, None, "busy (after 3 attempts)", 3]
+    [entry] = [e for e in doc["journal"] if e["builtin"] == "task"]
+    assert entry["reexecuted"] == 0  # retried on the worker's word, not re-executed after a lost lease
+
+
+def test_a_non_retryable_failure_ends_the_task_and_fails_the_run(srv):
+    c = srv.client(srv.tok)
+    run_id = srv.cli("start", "flows.star:retried", "--arg", "check:=true").stdout.strip()
+    task = _claim(c, "retry")
+    r = c.post(f"/api/v1/tasks/{task['id']}/fail", json={"lease_token": task["lease_token"], "error": "bad input"})
+    assert r.status_code == 200 and r.json()["outcome"] == "failed"
+    wait_for(lambda: _state(srv, run_id)["state"] == "failed", what="the run's failure")
+    assert "task() failed: bad input" in _state(srv, run_id)["error"]
+    r = c.post(f"/api/v1/tasks/{task['id']}/fail", json={"lease_token": task["lease_token"], "error": "x",
+                                                         "retryable": "yes"})
+    assert r.status_code == 400
 
 
 @pytest.mark.slow
