@@ -6,23 +6,24 @@
 set -u
 queue=$1; shift
 api="${FLOWMETAL_URL:-http://127.0.0.1:8420}/api/v1/tasks"; me="${FLOWMETAL_WORKER:-sh-$(hostname)-$$}"
+claim=$(jq -nc --arg q "$queue" --arg w "$me" '{worker: $w, queues: [$q], wait: 30}')
 err=$(mktemp); trap 'rm -f "$err"' EXIT
 post() { curl -sf -H "Authorization: Bearer $FLOWMETAL_TOKEN" -H 'Content-Type: application/json' -d "$2" "$api/$1"; }
-get() { printf '%s' "$task" | jq -c "$1"; }
 while :; do
-  got=$(post claim "$(jq -nc --arg q "$queue" --arg w "$me" '{worker: $w, queues: [$q], wait: 30}')") \
-    || { sleep 1; continue; }
+  got=$(post claim "$claim") || { sleep 1; continue; }
   [ -n "$got" ] || continue                                    # 204: nothing came within the wait
-  task=$(printf '%s' "$got" | jq -c '.tasks[0]'); id=$(get .id | jq -r .)
-  lease=$(get '{lease_token}'); every=$(get '(.heartbeat // 60) / 3')
+  eval "$(printf '%s' "$got" | jq -r '.tasks[0] | @sh "id=\(.id) key=\(.idempotency_key) attempt=\(.attempt)
+    token=\(.lease_token) every=\((.heartbeat // 60) / 3) payload=\(.payload | tojson)"')"
+  lease="{\"lease_token\": \"$token\"}"                       # (a token is URL-safe base64)
   (while sleep "$every" && kill -0 $$ 2>/dev/null; do post "$id/heartbeat" "$lease" >/dev/null || exit; done) & beat=$!
-  export FLOWMETAL_IDEMPOTENCY_KEY="$(get .idempotency_key | jq -r .)" FLOWMETAL_TASK_ATTEMPT="$(get .attempt)"
-  if out=$(get .payload | "$@" 2>"$err") && body=$(jq -nc --argjson l "$lease" --argjson r "$out" '$l + {result: $r}' 2>"$err")
-  then path=complete; else
-    code=$?; [ -s "$err" ] || echo "exit status $code" >"$err"
-    retry=$([ "$code" = 75 ] && echo true || echo false); path=fail
-    body=$(printf '%s' "$lease" | jq -c --rawfile e "$err" --argjson t "$retry" '. + {error: $e, retryable: $t}')
+  export FLOWMETAL_IDEMPOTENCY_KEY="$key" FLOWMETAL_TASK_ATTEMPT="$attempt"
+  if out=$(printf '%s' "$payload" | "$@" 2>"$err") \
+      && body=$(jq -nc --arg l "$token" --argjson r "$out" '{lease_token: $l, result: $r}' 2>"$err"); then
+    path=complete
+  else
+    code=$?; [ -s "$err" ] || echo "exit status $code" >"$err"; path=fail
+    body=$(jq -nc --arg l "$token" --rawfile e "$err" --argjson t "$([ $code = 75 ] && echo true || echo false)" \
+      '{lease_token: $l, error: $e, retryable: $t}')
   fi
-  kill "$beat" 2>/dev/null
-  post "$id/$path" "$body" >/dev/null
+  kill "$beat" 2>/dev/null; post "$id/$path" "$body" >/dev/null
 done
