@@ -22,6 +22,10 @@ def beating():
     r = task("beat", 1, heartbeat = "1s", check = False)
     return [r.ok, r.value, r.attempts]
 
+def again():
+    r = task("again", 1, retry = retry_policy(attempts = 2, initial = "1s", jitter = False), check = False)
+    return [r.ok, r.value, r.attempts]
+
 def retried(check):
     r = task("retry", 1, retry = retry_policy(attempts = 3, initial = "1s", jitter = False), check = check)
     return [r.ok, r.value, r.error, r.attempts] if not check else r
@@ -195,3 +199,81 @@ def test_the_example_workers_complete_and_fail_tasks(srv, worker):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("worker", ["worker.sh", "worker.py"])
+def test_the_example_workers_pass_the_key_and_attempt_and_a_command_exiting_75_is_retried(srv, worker):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "workers" / worker
+    work = ['sh', '-c', '[ "$FLOWMETAL_TASK_ATTEMPT" = 1 ] && { echo busy >&2; exit 75; }; '
+                        'echo "\\"$FLOWMETAL_IDEMPOTENCY_KEY $FLOWMETAL_TASK_ATTEMPT\\""']
+    cmd = [str(path), "again", *work] if worker == "worker.sh" else [sys.executable, str(path), "again", *work]
+    env = {**srv.env, "FLOWMETAL_URL": srv.url, "FLOWMETAL_TOKEN": srv.tok}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        run_id = srv.cli("start", "flows.star:again").stdout.strip()
+        wait_for(lambda: _state(srv, run_id)["state"] == "completed", timeout=30, what="the run's end")
+        assert _state(srv, run_id)["result"] == [True, f"{run_id}:1 2", 2]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_the_compress_example_hands_its_files_to_the_example_workers(tmp_path):
+    import gzip
+    import hashlib
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    root, db = workspace(tmp_path, {})
+    shutil.copy(repo / "examples" / "compress.star", root / "compress.star")
+    data = tmp_path / "data"
+    data.mkdir()
+    files = []
+    for i in range(4):
+        path = data / f"log{i}.txt"
+        path.write_text(f"line {i}: the quick brown fox jumps over the lazy dog\n" * (500 * (i + 1)))
+        files.append(str(path))
+    missing = str(data / "missing.txt")
+    server = Served(root, db).start()
+    procs = []
+    try:
+        tok = server.token("compressor", "write")
+        env = {**server.env, "FLOWMETAL_URL": server.url, "FLOWMETAL_TOKEN": tok}
+        work = str(repo / "examples" / "workers" / "compress.sh")
+        for cmd in ([str(repo / "examples" / "workers" / "worker.sh"), "compress", work],
+                    [sys.executable, str(repo / "examples" / "workers" / "worker.py"), "compress", work]):
+            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          start_new_session=True))
+        c = server.client(tok)
+        r = c.post("/api/v1/runs", json={"target": "compress.star:main", "args": {"files": files + [missing]}})
+        assert r.status_code == 201, r.text
+        r = c.get(f"/api/v1/runs/{r.json()['id']}/result", params={"wait": 40}, timeout=60)
+        assert r.status_code == 200 and r.json()["state"] == "completed", r.text
+        result = r.json()["result"]
+        assert [d["path"] for d in result["compressed"]] == files
+        for d in result["compressed"]:
+            assert gzip.decompress(Path(d["output"]).read_bytes()) == Path(d["path"]).read_bytes()
+            assert d["sha256"] == hashlib.sha256(Path(d["output"]).read_bytes()).hexdigest()
+            assert d["bytes_out"] < d["bytes_in"] == os.path.getsize(d["path"]) and d["attempts"] == 1
+        assert result["saved"] == sum(d["bytes_in"] - d["bytes_out"] for d in result["compressed"])
+        [bad] = result["failed"]  # not retried: the file is not there (exit 2, not retryable)
+        assert bad["path"] == missing and "no such file" in bad["error"] and bad["attempts"] == 1
+        assert not list(data.glob("*.tmp"))
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        server.kill()
