@@ -277,3 +277,27 @@ def test_the_compress_example_hands_its_files_to_the_example_workers(tmp_path):
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
         server.kill()
+
+
+def test_the_new_arguments_leave_the_digest_of_a_call_without_them_as_it_was():
+    from flowmetal.codec import canonical
+    from flowmetal.engine.effects.registry import lookup, recorded_args
+
+    eff = lookup("task")
+    call = {"queue": "q", "payload": {"n": 1}, "timeout": None, "heartbeat": None, "retry": None, "check": True}
+    assert canonical(recorded_args(eff, call, 2)) == canonical({"queue": "q", "payload": {"n": 1}})
+    assert recorded_args(eff, {**call, "heartbeat": "1m"}, 2)["heartbeat"] == "1m"  # (given: digested)
+
+
+@pytest.mark.parametrize("call, message", [
+    ('task("q", 1, heartbeat = "0s")', "task(): argument heartbeat must be a duration longer than 0"),
+    ('task("q", 1, heartbeat = "soon")', "task(): argument heartbeat"),
+    ('task("q", 1, retry = retry_policy(retry_on = ["5xx"]))', "retry_on does not apply to a task"),
+    ('task("q", 1, retry = 3)', "task(): argument retry: retry must be a retry_policy"),
+])
+def test_bad_heartbeat_and_retry_arguments_fail_the_run_with_a_message(fm, call, message):
+    fm.write("bad.star", f"def main():\n    return {call}\n")
+    r = fm("run", "bad.star")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and message in out and "bad.star:2:12" in out, out
+    assert 'File "' not in out  # (Starlark's own traceback, never Python's)
