@@ -301,3 +301,18 @@ def test_bad_heartbeat_and_retry_arguments_fail_the_run_with_a_message(fm, call,
     out = r.stdout + r.stderr
     assert r.returncode != 0 and message in out and "bad.star:2:12" in out, out
     assert 'File "' not in out  # (Starlark's own traceback, never Python's)
+
+
+def test_a_claim_takes_up_to_max_tasks_oldest_first(srv):
+    c = srv.client(srv.tok)
+    runs = [srv.cli("start", "flows.star:build", "--arg", f"commit=c{i}").stdout.strip() for i in range(3)]
+    wait_for(lambda: len(srv.rows("SELECT 1 FROM deferred WHERE queue = 'build'")) == 3, what="three tasks")
+    r = c.post("/api/v1/tasks/claim", json={"worker": "w", "queues": ["build"], "max": 2})
+    assert r.status_code == 200, r.text
+    got = r.json()["tasks"]
+    oldest = [k for (k,) in srv.rows("SELECT run_id || ':' || seq FROM deferred ORDER BY created_at")]
+    assert sorted(k.split(":")[0] for k in oldest) == sorted(runs)
+    assert [t["id"] for t in got] == oldest[:2]
+    assert len({t["lease_token"] for t in got}) == 2  # a lease each
+    [last] = c.post("/api/v1/tasks/claim", json={"queues": ["build"], "max": 100}).json()["tasks"]
+    assert last["id"] == oldest[2]
