@@ -2,7 +2,7 @@
 `examples/workers/worker.py` drain 200 tasks of 20 runs from a real `flowmetal serve`; one
 worker is SIGKILLed in the middle of a task. Every run completes with the right result;
 every task's side effect happened once, except the task in flight at the kill, which is
-offered again once its lease lapses (its heartbeat interval) and whose journal entry says
+offered again once its lease lapses (its 5 s heartbeat interval, chosen with room for a loaded machine: a worker heartbeats every third of it) and whose journal entry says
 re-executed (attempts 2); no other task ran twice.
 
 The work is observable: each task appends "<idempotency key> <worker>" to a file (the
@@ -31,7 +31,7 @@ FLOWS = """
 def main(run, n, slow = -1):
     total = 0
     for i in range(n):
-        r = task("work", {"run": run, "i": i, "sleep": 30 if i == slow else 0}, heartbeat = "3s")
+        r = task("work", {"run": run, "i": i, "sleep": 30 if i == slow else 0}, heartbeat = "5s")
         total += r["twice"]
     return {"run": run, "total": total}
 """
