@@ -122,3 +122,52 @@ def test_task_queues_count_waiting_and_leased_tasks_of_live_runs(store, clock):
     store.request_cancel("r2")  # a cancelled run's task is no one's work any more
     store.end_run("r2", "cancelled")
     assert [q["queue"] for q in store.task_queues(clock.now())] == ["images"]
+
+
+def _task(store, clock, run_id, queue="q", detail='{"queue":"q"}'):
+    _waiting(store, clock, run_id)
+    store.insert_deferred({"run_id": run_id, "seq": 1, "builtin": "task", "queue": queue, "detail": detail,
+                           "deadline": None, "created_at": clock.now()})
+    clock.advance(1)
+
+
+def test_a_claim_takes_the_oldest_task_of_any_of_its_queues_and_names_the_worker(store, clock):
+    _task(store, clock, "r1", queue="mail")
+    _task(store, clock, "r2", queue="images")
+    _task(store, clock, "r3", queue="video")
+    row = store.claim_task(["images", "video"], "h1", 30, clock.now(), worker="w1")
+    assert (row["run_id"], row["worker"], row["attempts"], row["lost"]) == ("r2", "w1", 1, 0)
+    assert row["lease_seconds"] == 30 and row["lease_expires"] == clock.now() + 30
+    assert store.claim_task(["images", "video"], "h2", 30, clock.now())["run_id"] == "r3"
+    assert store.claim_task(["images", "video"], "h3", 30, clock.now()) is None
+    assert store.claim_task("mail", "h4", 30, clock.now())["run_id"] == "r1"  # (a single name works too)
+
+
+def test_a_tasks_heartbeat_interval_caps_every_lease_and_a_lost_lease_is_counted(store, clock):
+    _task(store, clock, "r1", detail='{"queue":"q","heartbeat":5.0}')
+    row = store.claim_task("q", "h1", 60, clock.now(), worker="w1")
+    assert row["lease_expires"] == clock.now() + 5 and row["lease_seconds"] == 5
+    clock.advance(4)
+    assert store.renew_task("r1", 1, "h1", 60, clock.now()) is True
+    assert store.get_deferred("r1", 1)["lease_expires"] == clock.now() + 5  # renewed, by at most the interval
+    assert store.renew_task("r1", 1, "wrong", 60, clock.now()) is False
+    assert store.claim_task("q", "h2", 60, clock.now()) is None  # still leased
+    clock.advance(6)  # no heartbeat within the interval: the lease is lost
+    assert store.renew_task("r1", 1, "h1", 60, clock.now()) is False
+    row = store.claim_task("q", "h2", 60, clock.now(), worker="w2")
+    assert (row["attempts"], row["lost"], row["worker"]) == (2, 1, "w2")
+
+
+def test_a_retried_task_gives_up_its_lease_and_is_offered_again_after_its_delay(store, clock):
+    _task(store, clock, "r1")
+    store.claim_task("q", "h1", 60, clock.now())
+    assert store.retry_task("r1", 1, "wrong", clock.now() + 10, clock.now()) is False
+    assert store.retry_task("r1", 1, "h1", clock.now() + 10, clock.now()) is True
+    assert store.retry_task("r1", 1, "h1", clock.now() + 10, clock.now()) is False  # (the lease is gone)
+    row = store.get_deferred("r1", 1)
+    assert (row["lease_hash"], row["worker"], row["state"]) == (None, None, "waiting")
+    assert store.task_queues(clock.now())[0]["leased"] == 0  # waiting out a delay is not a lease
+    assert store.claim_task("q", "h2", 60, clock.now()) is None  # not before the delay is over
+    clock.advance(11)
+    row = store.claim_task("q", "h2", 60, clock.now())
+    assert (row["attempts"], row["lost"]) == (2, 0)  # a retry, not a lost lease

@@ -574,8 +574,8 @@ class Gate:
                 else:
                     value = {"ok": False, "value": None, "error": "timed out"
                              + (f" after {spec.timeout:g}s" if spec.timeout is not None else "")}
-                value["attempts"] = 1
-                self._complete(seq, value)
+                value["attempts"] = row.get("attempts") or 1  # (a task's claims; engine/tasks.py)
+                self._complete(seq, value, reexecuted=bool(row.get("lost")))  # a lease expired: done again
                 return value
         self._suspend(WaitingFor(kind="effect", seq=row_seq, builtin=eff.name, detail=spec.detail, until=deadline),
                       deadline)

@@ -154,6 +154,9 @@ MIGRATIONS = [
     """,
     # 5: deferred effects, completed from outside the process (store/postgres/deferred.py).
     deferred.MIGRATION,
+    # 6: task leases: the claiming worker, the lease a heartbeat extends by, and how many
+    # leases expired unfinished (as SQLite's migration 11).
+    deferred.TASK_MIGRATION,
 ]
 
 ENDED_SQL = ", ".join(f"'{state}'" for state in ENDED)

@@ -181,6 +181,9 @@ MIGRATIONS = [
     """,
     # 10: deferred effects, completed from outside the process (store/sqlite/deferred.py).
     deferred.MIGRATION,
+    # 11: task leases: the claiming worker, the lease a heartbeat extends by, and how many
+    # leases expired unfinished (store/sqlite/deferred.py, engine/tasks.py).
+    deferred.TASK_MIGRATION,
 ]
 
 # A run's due time as the claim query writes it: the very expression of migration 9's
