@@ -396,14 +396,22 @@ def test_the_openapi_document_covers_every_route(srv):
         ("get", "/healthz"), ("get", "/metrics"), ("get", "/api/v1/openapi.json"),
         ("get", "/callbacks/{token}"), ("post", "/callbacks/{token}"), ("post", "/api/v1/tasks/claim"),
         ("post", "/api/v1/tasks/{id}/heartbeat"), ("post", "/api/v1/tasks/{id}/complete"),
-        ("post", "/api/v1/tasks/{id}/fail"),
+        ("post", "/api/v1/tasks/{id}/fail"), ("post", "/api/v1/schedules/{name}/pause"),
+        ("post", "/api/v1/schedules/{name}/resume"), ("post", "/api/v1/schedules/{name}/trigger"),
+        ("get", "/api/v1/tokens"), ("post", "/api/v1/tokens"), ("delete", "/api/v1/tokens/{name}"),
+        ("post", "/api/v1/runs/{id}/fork"), ("post", "/api/v1/runs/{id}/retry"),
     }
     actual = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert actual == expected
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
             assert op["responses"], (method, path)
-            if path.startswith("/api/v1/runs"):
+            if path.startswith(("/api/v1/runs", "/api/v1/schedules", "/api/v1/tokens")):
                 assert {"401", "403"} <= set(op["responses"]), (method, path)
     assert set(doc["paths"]["/api/v1/runs"]["post"]["responses"]) >= {"200", "201", "400", "413"}
     assert set(doc["paths"]["/api/v1/runs/{id}/result"]["get"]["responses"]) >= {"200", "202", "404"}
+    assert set(doc["paths"]["/api/v1/runs/{id}/fork"]["post"]["responses"]) >= {"201", "400", "404", "409"}
+    assert set(doc["paths"]["/api/v1/tokens"]["post"]["responses"]) >= {"201", "400", "409"}
+    for action in ("pause", "resume", "trigger"):
+        op = doc["paths"][f"/api/v1/schedules/{{name}}/{action}"]["post"]
+        assert "admin" in op["description"] and "404" in op["responses"]

@@ -18,11 +18,11 @@ from flowmetal.server.errors import HANDLERS, CatchAll
 from flowmetal.server.limits import MAX_BODY, BodyLimit
 from flowmetal.server.metrics import Metrics
 from flowmetal.server.notify import Changes
-from flowmetal.server.routes import callbacks, health, runs, schedules, tasks
+from flowmetal.server.routes import callbacks, health, runs, schedules, tasks, tokens
 from flowmetal.server.web import routes as web_routes
 
 # A new resource (tasks, callbacks, schedule actions) is one more module here.
-RESOURCES = [runs, schedules, health, callbacks, tasks]
+RESOURCES = [runs, schedules, tokens, health, callbacks, tasks]
 
 
 @dataclass
@@ -57,6 +57,7 @@ def create_app(store, clock, root, *, options=None, schedule_specs=None, changes
     options = dict(options or {})
     changes = changes or Changes(store)
     metrics = Metrics(store)
+    metrics.registry.register(health.TaskQueues(store, clock))
     ctx = Context(store, clock, root, changes, metrics, options, schedule_specs,
                   openapi_document(public_url=options.get("public_url")))
 

@@ -263,3 +263,58 @@ ENDPOINTS = [
              responses={200: ("the signal is stored; it wakes the run if it waits for it", ref("Run")),
                         400: ("the payload is not JSON", ERROR), 404: _404, 409: _409}),
 ]
+
+
+# --- fork and retry (engine/fork.py, as `flowmetal fork` and `flowmetal retry`) ------------------
+#
+# Both answer 201 with the new run, pending: this server's worker (or any `flowmetal
+# worker` on the database) executes it. A prefix that does not replay on the chosen
+# code is 409 naming the position, the recorded and the actual call; nothing is created.
+
+RUN["properties"].update({"forked_from": _nullable(_S), "forked_at": _nullable(_I)})
+
+
+async def fork(request):
+    c = ctx(request)
+    doc = await json_object(request, ("at", "current"))
+    at, current = doc.get("at"), doc.get("current", False)
+    if isinstance(at, bool) or not isinstance(at, int) or at < 0:
+        raise ApiError(400, "at: expected a journal position, an integer of 0 or more")
+    if not isinstance(current, bool):
+        raise ApiError(400, "current: expected true (the files on disk) or false (the run's pinned code)")
+    run, _ = await run_in_threadpool(service.fork, c.store, c.clock, request.path_params["id"], at, current)
+    return respond(service.run_json(run), 201, {"Location": f"/api/v1/runs/{run['id']}"})
+
+
+async def retry(request):
+    c = ctx(request)
+    text = await body_text(request)
+    if text.strip() not in ("", "{}"):
+        raise ApiError(400, "retry takes no request body (or {})")
+    run, _, _ = await run_in_threadpool(service.retry, c.store, c.clock, request.path_params["id"])
+    return respond(service.run_json(run), 201, {"Location": f"/api/v1/runs/{run['id']}"})
+
+
+SCHEMAS["Fork"] = {"type": "object", "required": ["at"], "additionalProperties": False,
+                   "properties": {"at": {"type": "integer", "minimum": 0,
+                                         "description": "copy the first `at` journal entries; the new run "
+                                                        "continues live after them"},
+                                  "current": {"type": "boolean", "default": False,
+                                              "description": "replay on the files on disk, not the run's pinned code"}}}
+_409_FORK = ("refused, nothing created: the prefix does not replay on the chosen code (the message names the "
+             "position, the recorded and the actual call), an entry of it is still open, a child it spawned "
+             "still runs, or the files on disk do not load", ERROR)
+
+ENDPOINTS += [
+    Endpoint("POST", "/runs/{id}/fork", fork, "Start a new run from the first `at` journal entries of a run",
+             scope="write", params=[RUN_ID], body=ref("Fork"),
+             responses={201: ("the new run, pending (forked_from, forked_at say where it came from)", ref("Run")),
+                        400: ("malformed JSON, a wrong type, or `at` beyond the journal", ERROR), 404: _404,
+                        409: _409_FORK}),
+    Endpoint("POST", "/runs/{id}/retry", retry, "Retry a failed run on the files on disk, from just before its "
+             "failing entry", scope="write", params=[RUN_ID], body={"type": "object", "additionalProperties": False,
+                                                                    "maxProperties": 0},
+             body_required=False,
+             responses={201: ("the new run, pending", ref("Run")), 400: ("a request body other than {}", ERROR),
+                        404: _404, 409: ("the run has not failed, or " + _409_FORK[0].split(": ", 1)[1], ERROR)}),
+]
