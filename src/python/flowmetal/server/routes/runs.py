@@ -78,7 +78,8 @@ async def journal(request):
 async def logs(request):
     c = ctx(request)
     run = await run_in_threadpool(c.store.find_run, request.path_params["id"])
-    after = service.parse_log_cursor(query_text(request, "after") or request.headers.get("last-event-id"))
+    header = service.parse_log_cursor(request.headers.get("last-event-id"))  # (a malformed one is 400, always)
+    after = service.parse_log_cursor(query_text(request, "after")) if query_text(request, "after") else header
     if "text/event-stream" in request.headers.get("accept", ""):
         return StreamingResponse(_stream(c, run["id"], after), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
