@@ -339,3 +339,37 @@ def test_metrics_show_task_queue_depth_and_age(srv, w):
         assert w.post(f"/api/v1/runs/{run_id}/cancel").status_code == 200
     text = w.get("/metrics").text
     assert 'queue="metrics-q"' not in text
+
+
+# --- schemathesis on the admin routes, with an admin token ------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_schemathesis_on_the_admin_routes(tmp_path):
+    """tests/test_server_schemathesis.py fuzzes with a write token, which the admin routes refuse
+    (403); this runs the same checks on them with an admin token."""
+    import shutil
+
+    st = shutil.which("st") or shutil.which("schemathesis")
+    if st is None:
+        pytest.fail("schemathesis is not installed (pip install -e '.[test]')")
+    root, db = workspace(tmp_path, {"jobs.star": JOBS})
+    s = Served(root, db, ".")
+    token = s.token("fuzz-admin-0", "admin")
+    s.start()
+    try:
+        out = subprocess.run(
+            [st, "run", f"{s.url}/api/v1/openapi.json", "-H", f"Authorization: Bearer {token}",
+             "--include-tag", "schedules", "--include-tag", "tokens",
+             "--max-examples", "25", "--generation-deterministic", "--phases", "examples,coverage,fuzzing",
+             "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
+                         "response_schema_conformance,response_headers_conformance,negative_data_rejection",
+             "--request-timeout", "30"],
+            capture_output=True, text=True, timeout=160, cwd=tmp_path)
+        report = out.stdout + out.stderr
+        assert out.returncode == 0, report[-6000:]
+        assert "Tested: 7" in report  # pause, resume, trigger, GET /schedules and the three token routes
+        assert "Traceback" not in s.err() and "internal error" not in s.err()
+    finally:
+        assert s.stop() == 0
