@@ -415,3 +415,27 @@ def test_the_openapi_document_covers_every_route(srv):
     for action in ("pause", "resume", "trigger"):
         op = doc["paths"][f"/api/v1/schedules/{{name}}/{action}"]["post"]
         assert "admin" in op["description"] and "404" in op["responses"]
+
+
+def test_doc_api_md_has_a_curl_example_for_every_route():
+    """doc/api.md shows each route of the OpenAPI document as a curl command of its method."""
+    import re
+    from pathlib import Path
+
+    from flowmetal.server.app import openapi_document
+
+    text = (Path(__file__).resolve().parent.parent / "doc" / "api.md").read_text().replace("\\\n", " ")
+    commands = [line for line in text.splitlines() if line.lstrip().startswith("curl ")]
+    missing = []
+    for path, ops in openapi_document()["paths"].items():
+        where = re.sub(r"\\\{[^}]+\\\}", r"[^/ \"?]+", re.escape(path)) + r"(?:[\"?\s]|$)"
+        url = re.compile(r"(\$FM" + where + r")|(\$CALLBACK_URL)" if path.startswith("/callbacks") else
+                         r"\$FM" + where)
+        for method in ops:
+            def fits(line, method=method):
+                sends = "-X POST" in line or " -d " in line
+                return {"get": not sends and "-X " not in line, "post": sends,
+                        "delete": "-X DELETE" in line}[method]
+            if not any(url.search(line) and fits(line) for line in commands):
+                missing.append(f"{method.upper()} {path}")
+    assert missing == []
