@@ -92,6 +92,7 @@ async def _stream(c, run_id, after):
     with the run's state once it has ended; comments keep idle connections open."""
     last_sent = time.monotonic()
     while True:
+        mark = _mark(c.changes)
         run = await run_in_threadpool(c.store.get_run, run_id)  # read before the lines: none is missed
         lines, _ = await run_in_threadpool(service.logs, c.store, run_id, after)
         for line in lines:
@@ -108,7 +109,7 @@ async def _stream(c, run_id, after):
         if time.monotonic() - last_sent >= KEEPALIVE:
             yield ": keep-alive\n\n"
             last_sent = time.monotonic()
-        await c.changes.wait(KEEPALIVE)
+        await _wait(c.changes, mark, KEEPALIVE)
 
 
 async def result(request):
@@ -117,11 +118,30 @@ async def result(request):
     run = await run_in_threadpool(c.store.find_run, request.path_params["id"])
     deadline = asyncio.get_running_loop().time() + wait
     while True:
+        mark = _mark(c.changes)
         ended, doc = await run_in_threadpool(service.outcome, c.store, run["id"])
         left = deadline - asyncio.get_running_loop().time()
         if ended or left <= 0 or c.changes.stopping.is_set():
             return respond(doc, 200 if ended else 202)
-        await c.changes.wait(left)
+        await _wait(c.changes, mark, left)
+
+
+def _mark(changes):
+    """The change event to wait on, taken BEFORE looking at the database. `Changes.wait` waits on
+    the event current when it is called, so a change that lands between the look and the wait
+    (the run ends while the look runs in the threadpool) was lost: the waiter slept until the
+    next change or its timeout (seen: a long-polled result answering after its whole 30 s wait,
+    on an idle server). Waiting on the event taken before the look, that change wakes it."""
+    return changes.event
+
+
+async def _wait(changes, mark, timeout):
+    if mark is None or changes.stopping.is_set():  # (before the lifespan started the watcher)
+        return await changes.wait(timeout)
+    try:
+        await asyncio.wait_for(mark.wait(), timeout)
+    except asyncio.TimeoutError:
+        pass
 
 
 async def cancel(request):
