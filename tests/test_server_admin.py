@@ -2,6 +2,7 @@
 retry over HTTP, and the task-queue metrics: a real server process, real clients (httpx, curl)."""
 
 import json
+import re
 import subprocess
 import time
 
@@ -97,6 +98,8 @@ def test_pause_with_curl_then_resume_with_httpx(srv, admin):
     doc = json.loads(body)
     assert (doc["name"], doc["status"], doc["changed"]) == ("nightly", "paused", True)
     assert listed(srv, "nightly")["status"] == "paused"
+    text = srv.cli("schedule", "--list")
+    assert text.returncode == 0 and re.search(r"nightly\b.*paused", text.stdout), text.stdout
     assert srv.rows("SELECT enabled FROM schedules WHERE name = 'nightly'") == [(0,)]
     again = admin.post("/api/v1/schedules/nightly/pause")
     assert again.status_code == 200 and again.json()["changed"] is False
