@@ -396,14 +396,46 @@ def test_the_openapi_document_covers_every_route(srv):
         ("get", "/healthz"), ("get", "/metrics"), ("get", "/api/v1/openapi.json"),
         ("get", "/callbacks/{token}"), ("post", "/callbacks/{token}"), ("post", "/api/v1/tasks/claim"),
         ("post", "/api/v1/tasks/{id}/heartbeat"), ("post", "/api/v1/tasks/{id}/complete"),
-        ("post", "/api/v1/tasks/{id}/fail"),
+        ("post", "/api/v1/tasks/{id}/fail"), ("post", "/api/v1/schedules/{name}/pause"),
+        ("post", "/api/v1/schedules/{name}/resume"), ("post", "/api/v1/schedules/{name}/trigger"),
+        ("get", "/api/v1/tokens"), ("post", "/api/v1/tokens"), ("delete", "/api/v1/tokens/{name}"),
+        ("post", "/api/v1/runs/{id}/fork"), ("post", "/api/v1/runs/{id}/retry"),
     }
     actual = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert actual == expected
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
             assert op["responses"], (method, path)
-            if path.startswith("/api/v1/runs"):
+            if path.startswith(("/api/v1/runs", "/api/v1/schedules", "/api/v1/tokens")):
                 assert {"401", "403"} <= set(op["responses"]), (method, path)
     assert set(doc["paths"]["/api/v1/runs"]["post"]["responses"]) >= {"200", "201", "400", "413"}
     assert set(doc["paths"]["/api/v1/runs/{id}/result"]["get"]["responses"]) >= {"200", "202", "404"}
+    assert set(doc["paths"]["/api/v1/runs/{id}/fork"]["post"]["responses"]) >= {"201", "400", "404", "409"}
+    assert set(doc["paths"]["/api/v1/tokens"]["post"]["responses"]) >= {"201", "400", "409"}
+    for action in ("pause", "resume", "trigger"):
+        op = doc["paths"][f"/api/v1/schedules/{{name}}/{action}"]["post"]
+        assert "admin" in op["description"] and "404" in op["responses"]
+
+
+def test_doc_api_md_has_a_curl_example_for_every_route():
+    """doc/api.md shows each route of the OpenAPI document as a curl command of its method."""
+    import re
+    from pathlib import Path
+
+    from flowmetal.server.app import openapi_document
+
+    text = (Path(__file__).resolve().parent.parent / "doc" / "api.md").read_text().replace("\\\n", " ")
+    commands = [line for line in text.splitlines() if line.lstrip().startswith("curl ")]
+    missing = []
+    for path, ops in openapi_document()["paths"].items():
+        where = re.sub(r"\\\{[^}]+\\\}", r"[^/ \"?]+", re.escape(path)) + r"(?:[\"?\s]|$)"
+        url = re.compile(r"(\$FM" + where + r")|(\$CALLBACK_URL)" if path.startswith("/callbacks") else
+                         r"\$FM" + where)
+        for method in ops:
+            def fits(line, method=method):
+                sends = "-X POST" in line or " -d " in line
+                return {"get": not sends and "-X " not in line, "post": sends,
+                        "delete": "-X DELETE" in line}[method]
+            if not any(url.search(line) and fits(line) for line in commands):
+                missing.append(f"{method.upper()} {path}")
+    assert missing == []

@@ -101,6 +101,8 @@ def _dispatch(path, by_method, auth, metrics):
                 await auth.check(request, ep.scope)
             response = await ep.handler(request)
             status = response.status_code
+            if request.method not in ("GET", "HEAD") and status < 400:
+                request.app.state.ctx.wrote()
             return response
         except ApiError as e:
             status = e.status

@@ -18,11 +18,11 @@ from flowmetal.server.errors import HANDLERS, CatchAll
 from flowmetal.server.limits import MAX_BODY, BodyLimit
 from flowmetal.server.metrics import Metrics
 from flowmetal.server.notify import Changes
-from flowmetal.server.routes import callbacks, health, runs, schedules, tasks
+from flowmetal.server.routes import callbacks, health, runs, schedules, tasks, tokens
 from flowmetal.server.web import routes as web_routes
 
 # A new resource (tasks, callbacks, schedule actions) is one more module here.
-RESOURCES = [runs, schedules, health, callbacks, tasks]
+RESOURCES = [runs, schedules, tokens, health, callbacks, tasks]
 
 
 @dataclass
@@ -37,6 +37,15 @@ class Context:
     options: dict = field(default_factory=dict)
     schedule_specs: object = None  # () -> the ScheduleSpecs the embedded scheduler has loaded
     openapi: dict = field(default_factory=dict)
+
+    wake: object = None  # () -> None: wakes this process's worker (it looks at the database at once)
+
+    def wrote(self):
+        """A request changed the database: the worker and the long polls look now, not at their next poll
+        (a new run, a completed callback or task, a signal is executed without the poll's delay)."""
+        if self.wake is not None:
+            self.wake()
+        self.changes.notify()
 
     def declared_schedules(self):
         return list(self.schedule_specs()) if self.schedule_specs else []
@@ -53,12 +62,13 @@ def openapi_document(resources=RESOURCES, public_url=None):
     return api.openapi(endpoints(resources), schemas, public_url)
 
 
-def create_app(store, clock, root, *, options=None, schedule_specs=None, changes=None, max_body=MAX_BODY):
+def create_app(store, clock, root, *, options=None, schedule_specs=None, changes=None, max_body=MAX_BODY, wake=None):
     options = dict(options or {})
     changes = changes or Changes(store)
     metrics = Metrics(store)
+    metrics.registry.register(health.TaskQueues(store, clock))
     ctx = Context(store, clock, root, changes, metrics, options, schedule_specs,
-                  openapi_document(public_url=options.get("public_url")))
+                  openapi_document(public_url=options.get("public_url")), wake)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

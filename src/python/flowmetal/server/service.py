@@ -233,3 +233,132 @@ def signal(store, clock, ref, name, payload_text):
         raise Conflict(f"run {run['id']} has ended ({run['state']}); it can receive no signal")
     run_id = run_ops.send_signal(store, clock, run["id"], name, payload_text)
     return run_json(store.get_run(run_id))
+
+
+# --- fork and retry ---------------------------------------------------------------------
+
+
+def _conflict(exc):
+    """A UserError the run's (or the workspace's) state caused, as a 409 with its whole text."""
+    diagnostics = getattr(exc, "diagnostics", None)
+    return Conflict("\n".join(d.render() for d in diagnostics) if diagnostics else str(exc))
+
+
+def fork(store, clock, ref, at, current=False):
+    """`flowmetal fork RUN --at AT [--current]`: (new run, source run). An unknown run is
+    NotFound (404); `at` beyond the journal a UserError (400); anything the library refuses
+    after that (the prefix diverges, an entry is still open, a child of the prefix still
+    runs, the current files fail to load) a Conflict (409), with nothing created."""
+    from flowmetal.engine.fork import fork_run
+
+    source = store.find_run(ref)
+    n = len(store.journal(source["id"]))
+    if at > n:
+        raise UserError(f"at {at}: run {source['id']} has {n} journal entries (fork at 0..{n})")
+    try:
+        run_id = fork_run(store, source["id"], at, current=current, clock=clock)
+    except UserError as e:
+        raise _conflict(e) from None
+    return store.get_run(run_id), source
+
+
+def retry(store, clock, ref):
+    """`flowmetal retry RUN`: (new run, source run, position). A run that has not failed is a
+    Conflict, as is a retry the library refuses (the files on disk diverge from the prefix)."""
+    from flowmetal.engine.fork import retry_run
+
+    source = store.find_run(ref)
+    if source["state"] != "failed":
+        raise Conflict(f"run {source['id']} is {source['state']}, not failed; retry takes a failed run "
+                       f"(POST /api/v1/runs/{source['id']}/fork forks any run)")
+    try:
+        run_id, at = retry_run(store, source["id"], clock=clock)
+    except UserError as e:
+        raise _conflict(e) from None
+    return store.get_run(run_id), source, at
+
+
+# --- schedules ----------------------------------------------------------------------------
+
+
+def _schedule_row(store, name):
+    from flowmetal.errors import NotFound
+
+    row = store.get_schedule(name)
+    if row is None:
+        raise NotFound(f"no schedule named {name!r} (a schedule is known once the scheduler has loaded its file; "
+                       f"GET /api/v1/schedules lists them)")
+    return row
+
+
+def schedule_json(store, specs, name, now):
+    """The schedule `name` as GET /schedules shows it."""
+    from flowmetal.schedule.views import listing
+
+    for item in listing(store, specs, now):
+        if item["name"] == name:
+            return item
+    raise UserError(f"schedule {name!r} cannot be shown: its stored declaration cannot be read")
+
+
+def pause_schedule(store, specs, name, now):
+    """Pause; returns (schedule document, changed). Unknown: NotFound; removed, or disabled in its
+    file: Conflict."""
+    from flowmetal.schedule.commands import pause_schedule as pause
+
+    _schedule_row(store, name)
+    try:
+        done = pause(store, name, now)
+    except UserError as e:
+        raise _conflict(e) from None
+    return {**schedule_json(store, specs, name, now), "changed": done["changed"]}
+
+
+def resume_schedule(store, specs, name, now):
+    from flowmetal.schedule.commands import resume_schedule as resume
+
+    _schedule_row(store, name)
+    try:
+        done = resume(store, name, now)
+    except UserError as e:
+        raise _conflict(e) from None
+    return {**schedule_json(store, specs, name, now), "changed": done["changed"]}
+
+
+def trigger_schedule(store, root, name, now):
+    """Start a run of the schedule now, recorded as a manual fire: {schedule, fire_time, nominal,
+    run_id, run}. Unknown: NotFound; removed, or no run could be started: Conflict."""
+    from flowmetal.schedule.commands import trigger_schedule as trigger
+
+    _schedule_row(store, name)
+    try:
+        done = trigger(store, root, name, now)
+    except UserError as e:
+        raise _conflict(e) from None
+    return {**done, "run": run_json(store.get_run(done["run_id"]))}
+
+
+# --- tokens ---------------------------------------------------------------------------------
+
+TOKEN_FIELDS = ("name", "scope", "created_at", "last_used_at")
+
+
+def list_tokens(store):
+    from flowmetal.server import tokens
+
+    return {"tokens": [{k: row[k] for k in TOKEN_FIELDS} for row in tokens.list_tokens(store)]}
+
+
+def create_token(store, name, scope, now):
+    """{name, scope, created_at, last_used_at, token}: the token is in this answer only."""
+    from flowmetal.server import tokens
+
+    token = tokens.create_token(store, name, scope, now=now)
+    row = next(r for r in tokens.list_tokens(store) if r["name"] == name)
+    return {**{k: row[k] for k in TOKEN_FIELDS}, "token": token}
+
+
+def revoke_token(store, name):
+    from flowmetal.server import tokens
+
+    tokens.revoke_token(store, name)

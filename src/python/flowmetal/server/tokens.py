@@ -25,6 +25,12 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 TOUCH_EVERY = 60.0  # seconds: last_used_at is written at most this often per token
 
 
+class DuplicateToken(UserError):
+    """A token of that name exists (HTTP 409)."""
+
+    http_status = 409
+
+
 def token_hash(token):
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -41,7 +47,7 @@ def create_token(store, name, scope="read", now=None):
     row = {"id": token_id, "name": name, "scope": scope, "hash": token_hash(token),
            "created_at": time.time() if now is None else now}
     if not store.insert_token(row):
-        raise UserError(f"a token named {name!r} exists; revoke it first (flowmetal token revoke {name})")
+        raise DuplicateToken(f"a token named {name!r} exists; revoke it first (flowmetal token revoke {name})")
     return token
 
 

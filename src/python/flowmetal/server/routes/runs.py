@@ -79,7 +79,8 @@ async def journal(request):
 async def logs(request):
     c = ctx(request)
     run = await run_in_threadpool(c.store.find_run, request.path_params["id"])
-    after = service.parse_log_cursor(query_text(request, "after") or request.headers.get("last-event-id"))
+    header = service.parse_log_cursor(request.headers.get("last-event-id"))  # (a malformed one is 400, always)
+    after = service.parse_log_cursor(query_text(request, "after")) if query_text(request, "after") else header
     if "text/event-stream" in request.headers.get("accept", ""):
         return StreamingResponse(_stream(c, run["id"], after), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -92,6 +93,7 @@ async def _stream(c, run_id, after):
     with the run's state once it has ended; comments keep idle connections open."""
     last_sent = time.monotonic()
     while True:
+        mark = _mark(c.changes)
         run = await run_in_threadpool(c.store.get_run, run_id)  # read before the lines: none is missed
         lines, _ = await run_in_threadpool(service.logs, c.store, run_id, after)
         for line in lines:
@@ -108,7 +110,7 @@ async def _stream(c, run_id, after):
         if time.monotonic() - last_sent >= KEEPALIVE:
             yield ": keep-alive\n\n"
             last_sent = time.monotonic()
-        await c.changes.wait(KEEPALIVE)
+        await _wait(c.changes, mark, KEEPALIVE)
 
 
 async def result(request):
@@ -117,11 +119,30 @@ async def result(request):
     run = await run_in_threadpool(c.store.find_run, request.path_params["id"])
     deadline = asyncio.get_running_loop().time() + wait
     while True:
+        mark = _mark(c.changes)
         ended, doc = await run_in_threadpool(service.outcome, c.store, run["id"])
         left = deadline - asyncio.get_running_loop().time()
         if ended or left <= 0 or c.changes.stopping.is_set():
             return respond(doc, 200 if ended else 202)
-        await c.changes.wait(left)
+        await _wait(c.changes, mark, left)
+
+
+def _mark(changes):
+    """The change event to wait on, taken BEFORE looking at the database. `Changes.wait` waits on
+    the event current when it is called, so a change that lands between the look and the wait
+    (the run ends while the look runs in the threadpool) was lost: the waiter slept until the
+    next change or its timeout (seen: a long-polled result answering after its whole 30 s wait,
+    on an idle server). Waiting on the event taken before the look, that change wakes it."""
+    return changes.event
+
+
+async def _wait(changes, mark, timeout):
+    if mark is None or changes.stopping.is_set():  # (before the lifespan started the watcher)
+        return await changes.wait(timeout)
+    try:
+        await asyncio.wait_for(mark.wait(), timeout)
+    except asyncio.TimeoutError:
+        pass
 
 
 async def cancel(request):
@@ -267,4 +288,59 @@ ENDPOINTS = [
              params=[RUN_ID, Param("name", "path", {"type": "string", "minLength": 1, "maxLength": 200})],
              responses={200: ("the signal is stored; it wakes the run if it waits for it", ref("Run")),
                         400: ("the payload is not JSON", ERROR), 404: _404, 409: _409}),
+]
+
+
+# --- fork and retry (engine/fork.py, as `flowmetal fork` and `flowmetal retry`) ------------------
+#
+# Both answer 201 with the new run, pending: this server's worker (or any `flowmetal
+# worker` on the database) executes it. A prefix that does not replay on the chosen
+# code is 409 naming the position, the recorded and the actual call; nothing is created.
+
+RUN["properties"].update({"forked_from": _nullable(_S), "forked_at": _nullable(_I)})
+
+
+async def fork(request):
+    c = ctx(request)
+    doc = await json_object(request, ("at", "current"))
+    at, current = doc.get("at"), doc.get("current", False)
+    if isinstance(at, bool) or not isinstance(at, int) or at < 0:
+        raise ApiError(400, "at: expected a journal position, an integer of 0 or more")
+    if not isinstance(current, bool):
+        raise ApiError(400, "current: expected true (the files on disk) or false (the run's pinned code)")
+    run, _ = await run_in_threadpool(service.fork, c.store, c.clock, request.path_params["id"], at, current)
+    return respond(service.run_json(run), 201, {"Location": f"/api/v1/runs/{run['id']}"})
+
+
+async def retry(request):
+    c = ctx(request)
+    text = await body_text(request)
+    if text.strip() not in ("", "{}"):
+        raise ApiError(400, "retry takes no request body (or {})")
+    run, _, _ = await run_in_threadpool(service.retry, c.store, c.clock, request.path_params["id"])
+    return respond(service.run_json(run), 201, {"Location": f"/api/v1/runs/{run['id']}"})
+
+
+SCHEMAS["Fork"] = {"type": "object", "required": ["at"], "additionalProperties": False,
+                   "properties": {"at": {"type": "integer", "minimum": 0,
+                                         "description": "copy the first `at` journal entries; the new run "
+                                                        "continues live after them"},
+                                  "current": {"type": "boolean", "default": False,
+                                              "description": "replay on the files on disk, not the run's pinned code"}}}
+_409_FORK = ("refused, nothing created: the prefix does not replay on the chosen code (the message names the "
+             "position, the recorded and the actual call), an entry of it is still open, a child it spawned "
+             "still runs, or the files on disk do not load", ERROR)
+
+ENDPOINTS += [
+    Endpoint("POST", "/runs/{id}/fork", fork, "Start a new run from the first `at` journal entries of a run",
+             scope="write", params=[RUN_ID], body=ref("Fork"),
+             responses={201: ("the new run, pending (forked_from, forked_at say where it came from)", ref("Run")),
+                        400: ("malformed JSON, a wrong type, or `at` beyond the journal", ERROR), 404: _404,
+                        409: _409_FORK}),
+    Endpoint("POST", "/runs/{id}/retry", retry, "Retry a failed run on the files on disk, from just before its "
+             "failing entry", scope="write", params=[RUN_ID], body={"type": "object", "additionalProperties": False,
+                                                                    "maxProperties": 0},
+             body_required=False,
+             responses={201: ("the new run, pending", ref("Run")), 400: ("a request body other than {}", ERROR),
+                        404: _404, 409: ("the run has not failed, or " + _409_FORK[0].split(": ", 1)[1], ERROR)}),
 ]
