@@ -196,7 +196,7 @@ def main(url, retry_4xx):
 """
 
 
-@both_stores
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_retry_on_4xx_retries_a_404_and_the_default_does_not(fm, stub):
     stub.on("/a", Reply(404, body="nope"), Reply(200, body="found"))
     stub.on("/b", Reply(404, body="nope"), Reply(200, body="found"))
@@ -251,7 +251,7 @@ def test_sh_retry_retries_a_nonzero_exit_and_records_each_attempt(fm):
     assert _builtins(fm, exhausted.run_id) == ["sh", "retry_delay", "sh"]
 
 
-@both_stores
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_bad_retry_policy_arguments_are_named(fm):
     cases = [
         ("retry_policy(attempts = 0)", "attempts must be an integer >= 1, got 0"),
@@ -322,14 +322,14 @@ def _fails_then_returns_with_check_false(fm, url, message):
     assert fm.run_row(unchecked.run_id)["state"] == "completed"
 
 
-@both_stores
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_connection_refused_fails_the_run_or_is_a_value(fm):
     url = refused_url("/x")
     port = url.split(":")[2].split("/")[0]
     _fails_then_returns_with_check_false(fm, url, f"connection refused: 127.0.0.1:{port}")
 
 
-@both_stores
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_a_server_that_never_answers_times_out(fm):
     with silent_server() as url:
         t0 = time.time()
@@ -346,7 +346,7 @@ def main(pidfile, check):
 """
 
 
-@both_stores
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_sh_timeout_ends_the_command_and_its_children(fm):
     pid1, pid2 = fm.root / "bg1.pid", fm.root / "bg2.pid"
     fm.write("to.star", SH_TIMEOUT)
@@ -379,7 +379,7 @@ def main():
 """
 
 
-@both_stores
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_sh_printing_50_mb_finishes_and_is_truncated_with_a_note(fm):
     t0 = time.time()
     r, run_id = _run(fm, "big.star", BIG_OUTPUT)

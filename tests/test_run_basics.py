@@ -27,7 +27,7 @@ def test_arguments_string_json_and_object(fm):
     assert json.loads(r.stdout) == {"a": "1", "b": [1, 2], "c": {"x": True}}
 
 
-@both_stores
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_bad_json_argument_is_usage_error(fm):
     fm.write("args.star", "def main(b):\n    return b\n")
     r = fm("run", "args.star", "-a", "b:=[1,")
@@ -52,7 +52,7 @@ def test_fail_builtin_fails_the_run(fm):
     assert r.returncode == 1 and "nope, not today" in r.stderr
 
 
-@both_stores
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_bad_builtin_argument_names_builtin_and_argument(fm):
     fm.write("bad.star", "def main():\n    return sh(['ls', 3])\n")
     r = fm("run", "bad.star")
@@ -77,7 +77,7 @@ def main(check):
     assert r.returncode == 1 and "exit code 3" in r.stderr and "err" in r.stderr
 
 
-@both_stores
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_missing_function_and_missing_file_are_usage_errors(fm):
     fm.write("w.star", "def main():\n    return 1\n")
     r = fm("run", "w.star:nope")
@@ -86,7 +86,7 @@ def test_missing_function_and_missing_file_are_usage_errors(fm):
     assert r.returncode == 2 and "missing.star" in r.stderr
 
 
-@both_stores
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_syntax_error_is_reported_with_location(fm):
     fm.write("s.star", "def main(:\n    return 1\n")
     r = fm("run", "s.star")
@@ -131,7 +131,7 @@ def test_unknown_run_is_an_error(fm):
         assert r.returncode == 2 and "no run 'zzzz'" in r.stderr, cmd
 
 
-@both_stores
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_effect_at_top_level_is_a_load_error(fm):
     fm.write("top.star", "x = now()\ndef main():\n    return x\n")
     r = fm("run", "top.star")
