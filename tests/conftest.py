@@ -1,6 +1,12 @@
-"""Shared fixtures: a fresh workspace, its database, and the CLI as a user runs it."""
+"""Shared fixtures: a fresh workspace, its database, and the CLI as a user runs it.
+
+`fm` runs on SQLite; a test marked `@both_stores` runs twice, on SQLite and on PostgreSQL
+(`fm[postgres]`: FLOWMETAL_DB is a fresh database on one throwaway cluster per session,
+tests/pgcluster.py; marked `postgres`, so `-m "not postgres"` skips it).
+"""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,13 +19,21 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 
 
+def _is_url(db):
+    return str(db).startswith(("postgresql://", "postgres://"))
+
+
 class Flowmetal:
-    """Runs `python -m flowmetal` in a workspace against one database."""
+    """Runs `python -m flowmetal` in a workspace against one database: a SQLite file, or a
+    PostgreSQL URL (then `self.url` is set and `self.db` is that URL)."""
 
     def __init__(self, root, db):
-        self.root, self.db = Path(root), Path(db)
+        self.root = Path(root)
+        self.url = str(db) if _is_url(db) else None
+        self.db = self.url or Path(db)
         self.env = {**os.environ, "FLOWMETAL_DB": str(db), "PYTHONUNBUFFERED": "1"}
         self.procs = []
+        self._pg_store = None
 
     def __call__(self, *args, timeout=60, input=None, env=None, cwd=None):
         return subprocess.run(
@@ -54,10 +68,30 @@ class Flowmetal:
         path.write_text(text)
         return path
 
-    def store(self):
-        from flowmetal.store.sqlite import SqliteStore
+    @property
+    def kind(self):
+        return "postgres" if self.url else "sqlite"
 
-        return SqliteStore(self.db)
+    def store(self):
+        """The test's own view of the database. On PostgreSQL one store is kept for the whole test
+        (opening one per poll would cost a connection each time): its close() does nothing until
+        `close_stores()` at the end of the test."""
+        if self.url is None:
+            from flowmetal.store.sqlite import SqliteStore
+
+            return SqliteStore(self.db)
+        if self._pg_store is None:
+            from flowmetal.store.postgres import PostgresStore
+
+            st = PostgresStore(self.url, pool_size=2)
+            st.real_close, st.close = st.close, lambda: None
+            self._pg_store = st
+        return self._pg_store
+
+    def close_stores(self):
+        if self._pg_store is not None:
+            self._pg_store.real_close()
+            self._pg_store = None
 
     def run_row(self, run_id):
         st = self.store()
@@ -93,14 +127,49 @@ class Flowmetal:
                 p.wait()
 
 
+def pytest_configure(config):
+    # (also in pyproject.toml; registered here too for runners that do not read it)
+    config.addinivalue_line("markers", "postgres: runs against a throwaway PostgreSQL cluster (tests/pgcluster.py)")
+
+
+STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+# A test that makes sense on both stores: `@both_stores` before `def test_x(fm): ...`.
+both_stores = pytest.mark.parametrize("fm", STORES, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One throwaway PostgreSQL cluster for the whole session; tests take a fresh database on it."""
+    from pgcluster import Cluster
+
+    c = Cluster().start()
+    yield c
+    c.stop()
+
+
+def fresh_database(cluster, request):
+    """A new, empty database on `cluster`, named after the test (and unique in the session)."""
+    fresh_database.n += 1
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
+    return cluster.create_database(f"t{fresh_database.n}_{name}")
+
+
+fresh_database.n = 0
+
+
 @pytest.fixture
-def fm(tmp_path):
+def fm(tmp_path, request):
     root = tmp_path / "ws"
     root.mkdir()
     (root / ".flowmetal").mkdir()
-    f = Flowmetal(root, root / ".flowmetal" / "flowmetal.db")
+    if getattr(request, "param", "sqlite") == "postgres":
+        db = fresh_database(request.getfixturevalue("pg_cluster"), request)
+    else:
+        db = root / ".flowmetal" / "flowmetal.db"
+    f = Flowmetal(root, db)
     yield f
     f.kill_all()
+    f.close_stores()
 
 
 def run_id_of(proc_stderr):

@@ -8,13 +8,12 @@ SIGKILL the CLI's process group and resume with `flowmetal resume`.
 import json
 import os
 import signal
-import sqlite3
 import time
 import uuid
 
 import pytest
 
-from conftest import read_run_id, run_id_of, wait_for
+from conftest import both_stores, read_run_id, run_id_of, wait_for
 from httpstub import HTTPStub, Reply, refused_url, silent_server
 
 
@@ -82,6 +81,7 @@ def main(base):
 """
 
 
+@both_stores
 def test_get_and_post_json_with_headers_send_the_idempotency_key(fm, stub):
     stub.on("/get", Reply(200, json={"hello": "world"}, headers={"X-Reply": "yes"}), method="GET")
     stub.on("/post", lambda req: Reply(201, json={"got": req.json()}), method="POST")
@@ -110,6 +110,7 @@ def main(url):
 """
 
 
+@both_stores
 @pytest.mark.slow
 def test_idempotency_key_is_stable_across_kill_and_resume(fm, stub):
     # The first request hangs (the process is killed while it waits); the second answers.
@@ -142,6 +143,7 @@ def main(url):
 """
 
 
+@both_stores
 def test_503_twice_then_success_is_three_attempts_in_the_journal(fm, stub):
     stub.on("/flaky", Reply(503), Reply(503), Reply(200, json={"fine": True}))
     r, run_id = _run(fm, "flaky.star", FLAKY, "-a", f"url={stub.url('/flaky')}")
@@ -170,6 +172,7 @@ def main(base):
 """
 
 
+@both_stores
 def test_retry_after_is_honoured(fm, stub):
     stub.on("/hello", Reply(200, json={"b": 1, "a": 2}, headers={"X-Z": "z"}))
     stub.on("/busy", Reply(503, headers={"Retry-After": "2"}), Reply(200, body="done"))
@@ -193,6 +196,7 @@ def main(url, retry_4xx):
 """
 
 
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_retry_on_4xx_retries_a_404_and_the_default_does_not(fm, stub):
     stub.on("/a", Reply(404, body="nope"), Reply(200, body="found"))
     stub.on("/b", Reply(404, body="nope"), Reply(200, body="found"))
@@ -227,6 +231,7 @@ def main(keys):
 """
 
 
+@both_stores
 def test_sh_retry_retries_a_nonzero_exit_and_records_each_attempt(fm):
     keys, keys2 = fm.root / "keys.txt", fm.root / "keys2.txt"
     fm.write("shr.star", SH_RETRY)
@@ -246,6 +251,7 @@ def test_sh_retry_retries_a_nonzero_exit_and_records_each_attempt(fm):
     assert _builtins(fm, exhausted.run_id) == ["sh", "retry_delay", "sh"]
 
 
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_bad_retry_policy_arguments_are_named(fm):
     cases = [
         ("retry_policy(attempts = 0)", "attempts must be an integer >= 1, got 0"),
@@ -269,6 +275,7 @@ def test_bad_retry_policy_arguments_are_named(fm):
     assert "top.star:1:" in top.stderr and "attempts must be an integer >= 1" in top.stderr
 
 
+@both_stores
 @pytest.mark.slow
 def test_kill_during_a_retry_delay_resumes_with_the_remaining_delay(fm, stub):
     stub.on("/later", Reply(503), Reply(200, body="finally"))
@@ -315,12 +322,14 @@ def _fails_then_returns_with_check_false(fm, url, message):
     assert fm.run_row(unchecked.run_id)["state"] == "completed"
 
 
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_connection_refused_fails_the_run_or_is_a_value(fm):
     url = refused_url("/x")
     port = url.split(":")[2].split("/")[0]
     _fails_then_returns_with_check_false(fm, url, f"connection refused: 127.0.0.1:{port}")
 
 
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_a_server_that_never_answers_times_out(fm):
     with silent_server() as url:
         t0 = time.time()
@@ -337,6 +346,7 @@ def main(pidfile, check):
 """
 
 
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_sh_timeout_ends_the_command_and_its_children(fm):
     pid1, pid2 = fm.root / "bg1.pid", fm.root / "bg2.pid"
     fm.write("to.star", SH_TIMEOUT)
@@ -369,6 +379,7 @@ def main():
 """
 
 
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_sh_printing_50_mb_finishes_and_is_truncated_with_a_note(fm):
     t0 = time.time()
     r, run_id = _run(fm, "big.star", BIG_OUTPUT)
@@ -408,6 +419,11 @@ def main(url):
 
 
 def _raw_database_bytes(fm):
+    if fm.url:  # PostgreSQL: every row of every table, as text
+        st = fm.store()
+        tables = [r[0] for r in st.x("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        return "".join(st.q(f"SELECT coalesce(string_agg(t::text, ''), '') FROM {t} t").fetchone()[0]
+                       for t in tables).encode()
     data = b""
     for suffix in ("", "-wal", "-shm"):
         path = f"{fm.db}{suffix}"
@@ -417,6 +433,7 @@ def _raw_database_bytes(fm):
     return data
 
 
+# SQLite only: reads the SQLite file and its WAL byte for byte
 def test_a_secret_never_reaches_the_database_or_the_logs(fm, stub):
     token = "tok-" + uuid.uuid4().hex
     stub.on("/auth", lambda req: Reply(200, body="auth=" + req.headers.get("authorization", ""),
@@ -465,6 +482,7 @@ def main():
 """
 
 
+@both_stores
 @pytest.mark.slow
 def test_a_run_using_a_secret_resumes_and_replays(fm):
     token = "tok-" + uuid.uuid4().hex
@@ -485,6 +503,7 @@ def test_a_run_using_a_secret_resumes_and_replays(fm):
     assert token.encode() not in _raw_database_bytes(fm)
 
 
+@both_stores
 def test_a_missing_secret_fails_the_run_with_a_clear_message(fm):
     fm.env.pop("FM_MISSING_TOKEN", None)
     fm.env.pop("FM_MISSING_TOKEN_FILE", None)
@@ -505,6 +524,7 @@ def main(url):
 """
 
 
+@both_stores
 def test_a_large_body_downloaded_twice_is_one_blob(fm, stub):
     body = "".join(f"{i:08d} flowmetal blob line\n" for i in range(40_000))  # ~1.1 MB
     stub.on("/big", Reply(200, body=body))
@@ -517,11 +537,11 @@ def test_a_large_body_downloaded_twice_is_one_blob(fm, stub):
     first, second = (json.loads(e["result"]) for e in journal)
     assert first["$parts"] == second["$parts"] and set(first["$parts"]) == {"body"}
     assert first["$value"]["status"] == 200 and "date" in first["$value"]["headers"]
-    con = sqlite3.connect(fm.db)
+    st = fm.store()
     try:
-        blobs = con.execute("SELECT data FROM blobs").fetchall()
+        blobs = st.x("SELECT data FROM blobs").fetchall()
     finally:
-        con.close()
+        st.close()
     assert len(blobs) == 1
     assert len(blobs[0][0]) >= len(body)
     for args in (("show", run_id), ("show", run_id, "--json")):
@@ -533,6 +553,7 @@ def test_a_large_body_downloaded_twice_is_one_blob(fm, stub):
 
 # --- the journal encoding of results ------------------------------------------------
 
+# SQLite only: the gate's encoding in process, whatever the store
 def test_results_that_look_like_blob_references_round_trip(tmp_path):
     from flowmetal.clock import SYSTEM
     from flowmetal.engine.gate import BLOB_THRESHOLD, Gate

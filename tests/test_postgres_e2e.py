@@ -10,41 +10,20 @@ import time
 
 import pytest
 
-from conftest import Flowmetal, read_run_id, run_id_of, wait_for
+from conftest import Flowmetal, fresh_database, read_run_id, run_id_of, wait_for
 
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    from pgcluster import Cluster
-
-    c = Cluster().start()
-    yield c
-    c.stop()
-
-
-class PgFlowmetal(Flowmetal):
-    """The CLI with FLOWMETAL_DB set to a PostgreSQL URL; `store()` opens the same database."""
-
-    def __init__(self, root, url):
-        super().__init__(root, root / "unused.db")
-        self.url = url
-        self.env["FLOWMETAL_DB"] = url
-
-    def store(self):
-        from flowmetal.store.postgres import PostgresStore
-
-        return PostgresStore(self.url, pool_size=1)
-
-
 @pytest.fixture
-def pg(cluster, tmp_path, request):
+def pg(pg_cluster, tmp_path, request):
+    """The CLI with FLOWMETAL_DB a fresh database on the session's cluster (conftest.py)."""
     root = tmp_path / "ws"
     root.mkdir()
-    f = PgFlowmetal(root, cluster.create_database(f"e2e_{request.node.name[:40].lower()}"))
+    f = Flowmetal(root, fresh_database(pg_cluster, request))
     yield f
     f.kill_all()
+    f.close_stores()
 
 
 def test_run_hello_and_read_it_back(pg):
@@ -207,7 +186,9 @@ def test_wait_for_change_survives_a_lost_listening_connection(pg):
     "look again" instead of raising, and the one after listens on a new connection."""
     from conftest import wait_for as _wait
 
-    st, other = pg.store(), pg.store()
+    from flowmetal.store.postgres import PostgresStore
+
+    st, other = PostgresStore(pg.url, pool_size=1), PostgresStore(pg.url, pool_size=1)
     try:
         assert st.wait_for_change(0.05) is False
         pid = st._local.listener.info.backend_pid
@@ -291,3 +272,50 @@ def test_db_copy_from_sqlite_to_postgres_and_the_waiting_runs_complete_there(pg,
     assert r.returncode == 0, r.stderr
     shown = pg("show", waiting[0], "--json", env={"FLOWMETAL_DB": str(back)})
     assert json.loads(shown.stdout)["state"] == "completed"
+
+
+def _holder(url):
+    """Another session, as a second machine's long transaction or an operator's psql would be."""
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
+def test_a_lock_another_session_holds_is_one_clear_line_and_exit_2(pg):
+    """lock_timeout (FLOWMETAL_PG_LOCK_TIMEOUT) bounds every wait for a lock: a command that
+    cannot have one says so in one line and exits 2, it neither hangs nor shows a traceback."""
+    from flowmetal.store.postgres import WRITE_LOCK
+
+    pg.write("w.star", WAITER)
+    run_id = pg("start", "w.star").stdout.strip()
+    env = {"FLOWMETAL_PG_LOCK_TIMEOUT": "1"}
+    with _holder(pg.url) as other:
+        # a row lock on the run: `cancel` must update that row
+        other.execute("BEGIN")
+        other.execute("SELECT * FROM runs WHERE id = %s FOR UPDATE", (run_id,))
+        t0 = time.time()
+        r = pg("cancel", run_id, env=env, timeout=30)
+        took = time.time() - t0
+        other.execute("ROLLBACK")
+        assert r.returncode == 2, (r.returncode, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "not granted within 1 s" in r.stderr and "FLOWMETAL_PG_LOCK_TIMEOUT" in r.stderr, r.stderr
+        assert took < 8, took
+        # the write lock of transaction() (an advisory lock), held by another session
+        other.execute("SELECT pg_advisory_lock(%s)", (WRITE_LOCK,))
+        r = pg("start", "w.star", env=env, timeout=30)
+        assert r.returncode == 2, (r.returncode, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "not granted within 1 s" in r.stderr, r.stderr
+        # statement_timeout, with lock_timeout off: the same wait ends as a statement timeout
+        r = pg("start", "w.star", env={"FLOWMETAL_PG_LOCK_TIMEOUT": "0", "FLOWMETAL_PG_STATEMENT_TIMEOUT": "1"},
+               timeout=30)
+        assert r.returncode == 2 and "took longer than 1 s" in r.stderr, r.stderr
+        assert "FLOWMETAL_PG_STATEMENT_TIMEOUT" in r.stderr and "Traceback" not in r.stderr
+        other.execute("SELECT pg_advisory_unlock(%s)", (WRITE_LOCK,))
+    # nothing was half done: the run was not cancelled and no run was added
+    assert pg.run_row(run_id)["state"] == "pending" and pg.run_row(run_id)["cancel_requested"] is None
+    assert len(pg.store().list_runs()) == 1
+    assert pg("cancel", run_id, env=env).returncode == 0  # and once the lock is free, it works
+    bad = pg("runs", env={"FLOWMETAL_PG_LOCK_TIMEOUT": "soon"})
+    assert bad.returncode == 2 and "FLOWMETAL_PG_LOCK_TIMEOUT='soon'" in bad.stderr and "Traceback" not in bad.stderr

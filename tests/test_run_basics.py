@@ -3,9 +3,10 @@
 import json
 import time
 
-from conftest import EXAMPLES, run_id_of
+from conftest import EXAMPLES, both_stores, run_id_of
 
 
+@both_stores
 def test_hello_example_prints_result_and_run_id(fm):
     r = fm("run", EXAMPLES / "hello.star", "-a", "name=world", cwd=EXAMPLES.parent)
     assert r.returncode == 0, r.stderr
@@ -18,6 +19,7 @@ def test_hello_example_prints_result_and_run_id(fm):
     assert builtins == ["now", "sh"]
 
 
+@both_stores
 def test_arguments_string_json_and_object(fm):
     fm.write("args.star", "def main(a, b, c = None):\n    return {'a': a, 'b': b, 'c': c}\n")
     r = fm("run", "args.star", "-a", "a=1", "-a", "b:=[1, 2]", "--args", '{"c": {"x": true}}')
@@ -25,6 +27,7 @@ def test_arguments_string_json_and_object(fm):
     assert json.loads(r.stdout) == {"a": "1", "b": [1, 2], "c": {"x": True}}
 
 
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_bad_json_argument_is_usage_error(fm):
     fm.write("args.star", "def main(b):\n    return b\n")
     r = fm("run", "args.star", "-a", "b:=[1,")
@@ -32,6 +35,7 @@ def test_bad_json_argument_is_usage_error(fm):
     assert "not valid JSON" in r.stderr and "Traceback" not in r.stderr
 
 
+@both_stores
 def test_runtime_error_fails_with_traceback(fm):
     fm.write("boom.star", "def helper(x):\n    for i in [x]:\n        print(i // 0)\n\ndef main():\n    return helper(now())\n")
     r = fm("run", "boom.star")
@@ -41,12 +45,14 @@ def test_runtime_error_fails_with_traceback(fm):
     assert fm.run_row(run_id_of(r.stderr))["state"] == "failed"
 
 
+@both_stores
 def test_fail_builtin_fails_the_run(fm):
     fm.write("f.star", "def main():\n    fail('nope, not today')\n")
     r = fm("run", "f.star")
     assert r.returncode == 1 and "nope, not today" in r.stderr
 
 
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_bad_builtin_argument_names_builtin_and_argument(fm):
     fm.write("bad.star", "def main():\n    return sh(['ls', 3])\n")
     r = fm("run", "bad.star")
@@ -57,6 +63,7 @@ def test_bad_builtin_argument_names_builtin_and_argument(fm):
     assert r.returncode == 1 and "sleep(): argument duration" in r.stderr
 
 
+@both_stores
 def test_sh_check_failure_fails_run_and_check_false_returns(fm):
     fm.write("sh.star", """
 def main(check):
@@ -70,6 +77,7 @@ def main(check):
     assert r.returncode == 1 and "exit code 3" in r.stderr and "err" in r.stderr
 
 
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_missing_function_and_missing_file_are_usage_errors(fm):
     fm.write("w.star", "def main():\n    return 1\n")
     r = fm("run", "w.star:nope")
@@ -78,12 +86,14 @@ def test_missing_function_and_missing_file_are_usage_errors(fm):
     assert r.returncode == 2 and "missing.star" in r.stderr
 
 
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_syntax_error_is_reported_with_location(fm):
     fm.write("s.star", "def main(:\n    return 1\n")
     r = fm("run", "s.star")
     assert r.returncode == 2 and "s.star:1:10" in r.stderr and "Traceback" not in r.stderr
 
 
+@both_stores
 def test_start_then_worker_until_idle(fm):
     fm.write("w.star", "def main(n):\n    return n * 2\n")
     ids = [fm("start", "w.star", "-a", f"n:={i}").stdout.strip() for i in range(3)]
@@ -93,6 +103,7 @@ def test_start_then_worker_until_idle(fm):
     assert [json.loads(fm.run_row(i)["result"]) for i in ids] == [0, 2, 4]
 
 
+@both_stores
 def test_runs_show_logs_json(fm):
     fm.write("w.star", "def main():\n    print('line one')\n    log('line', 2)\n    return now()\n")
     r = fm("run", "w.star")
@@ -111,6 +122,7 @@ def test_runs_show_logs_json(fm):
     assert fm("runs", "--status", "failed", "--json").stdout.strip() == "[]"
 
 
+@both_stores
 def test_unknown_run_is_an_error(fm):
     fm.write("w.star", "def main():\n    return 1\n")
     fm("run", "w.star")
@@ -119,6 +131,7 @@ def test_unknown_run_is_an_error(fm):
         assert r.returncode == 2 and "no run 'zzzz'" in r.stderr, cmd
 
 
+# SQLite only: what it checks happens before or beside the store (the suite's time budget)
 def test_effect_at_top_level_is_a_load_error(fm):
     fm.write("top.star", "x = now()\ndef main():\n    return x\n")
     r = fm("run", "top.star")
@@ -126,12 +139,14 @@ def test_effect_at_top_level_is_a_load_error(fm):
     assert "top.star:1:5" in r.stderr and "now() is an effect" in r.stderr
 
 
+# SQLite only: a database file's missing directory
 def test_missing_database_directory_is_clear(fm):
     fm.write("w.star", "def main():\n    return 1\n")
     r = fm("run", "w.star", "--db", fm.root / "nope" / "x.db")
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
 
 
+@both_stores
 def test_failed_builtin_points_at_the_users_call(fm):
     fm.write("t.star", 'def step():\n    sh("exit 3")\n\ndef main():\n    step()\n')
     r = fm("run", "t.star")
@@ -141,6 +156,7 @@ def test_failed_builtin_points_at_the_users_call(fm):
     assert "builtins.star" not in r.stderr and "BuiltinError" not in r.stderr
 
 
+# SQLite only: reads the SQLite file's bytes
 def test_secret_in_a_failure_never_reaches_the_database(fm):
     fm.write("s.star", 'def main():\n    fail("token is " + secret("FM_SECRET_TOKEN"))\n')
     value = "s3cr3t-value-4242"
@@ -152,6 +168,7 @@ def test_secret_in_a_failure_never_reaches_the_database(fm):
     st.close()
 
 
+# SQLite only: where the .flowmetal marker puts the database file
 def test_marker_file_puts_the_database_beside_it(tmp_path):
     import subprocess
     import sys
@@ -168,6 +185,7 @@ def test_marker_file_puts_the_database_beside_it(tmp_path):
     assert (ws / ".flowmetal.db").exists()
 
 
+@both_stores
 def test_effect_that_cannot_run_records_its_error(fm):
     fm.write("m.star", 'def main():\n    sh(["no-such-command-xyz"], check = False)\n')
     r = fm("run", "m.star")

@@ -3,6 +3,10 @@
 `Scheduler.tick(now)` is driven through weeks of schedule time in seconds;
 runs are created but not executed (the tests end them by hand, as a worker
 would), so every overlap and catch-up decision is visible in the database.
+
+Every test with a World runs on both stores (`[sqlite]`, `[postgres]`: a fresh database on the
+session's cluster, conftest.py; marked `postgres`). A "new process" is a second store on the
+same database (`w.open()`).
 """
 
 import json
@@ -21,6 +25,8 @@ from flowmetal.schedule.scheduler import Scheduler
 from flowmetal.schedule.views import preview
 from flowmetal.store.sqlite import SqliteStore
 
+from conftest import STORES, fresh_database
+
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")
 T0 = datetime(2026, 5, 1, tzinfo=UTC).timestamp()
@@ -35,6 +41,37 @@ def notify(run_id, schedule, fire_time, state, error):
 """
 
 
+def pytest_generate_tests(metafunc):
+    if "tmp_path" in metafunc.fixturenames:  # (the tests that build a World)
+        metafunc.parametrize("store_kind", STORES, indirect=True)
+
+
+_OPEN = {}  # how this test's World opens its database, set by the store_kind fixture
+
+
+@pytest.fixture(autouse=True)
+def store_kind(request):
+    kind = getattr(request, "param", "sqlite")
+    opened = []
+    if kind == "postgres":
+        from flowmetal.store.postgres import PostgresStore
+
+        url = fresh_database(request.getfixturevalue("pg_cluster"), request)
+
+        def open_store(db):
+            opened.append(PostgresStore(url, pool_size=2))
+            return opened[-1]
+    else:
+        def open_store(db):
+            opened.append(SqliteStore(db))
+            return opened[-1]
+    _OPEN["open"] = open_store
+    yield kind
+    _OPEN.clear()
+    for st in opened:
+        st.close()
+
+
 class World:
     """A workspace with one .star file of schedules, its database, and schedulers on it."""
 
@@ -43,8 +80,12 @@ class World:
         (self.root / ".flowmetal").mkdir(parents=True)
         self.db = self.root / ".flowmetal" / "flowmetal.db"
         self.write(schedules)
-        self.store = SqliteStore(self.db)
+        self.store = self.open()
         self.events = []
+
+    def open(self):
+        """Another store on this World's database: what a second process would have."""
+        return _OPEN["open"](self.db)
 
     def write(self, schedules):
         (self.root / "jobs.star").write_text(JOBS + "\n" + schedules + "\n")
@@ -93,7 +134,7 @@ def _three_days_down(tmp_path, **kw):
     assert len(s.tick(T0)) == 1
     for r in w.runs():
         w.end(r["id"], T0 + 60)
-    s2 = w.scheduler(SqliteStore(w.db))  # a new process: only the database remembers
+    s2 = w.scheduler(w.open())  # a new process: only the database remembers
     s2.reconcile(w.specs(), T0 + 72 * HOUR + 1800)
     created = s2.tick(T0 + 72 * HOUR + 1800)
     assert w.store.get_schedule("hourly")["last_fire"] == T0 + 72 * HOUR  # persisted: the next start plans from it
@@ -297,7 +338,7 @@ def test_adding_a_schedule_after_its_time_does_not_fire_it(tmp_path):
     assert w.runs() == []
     assert w.fires("ten") == []  # 10:00 is not even a miss: it was before the schedule existed
     # a restart does not change that (since is persisted)
-    s2 = w.scheduler(SqliteStore(w.db))
+    s2 = w.scheduler(w.open())
     s2.reconcile(w.specs(), ten + 24 * HOUR - 30)
     _drive(s2, ten + 24 * HOUR - 30, ten + 24 * HOUR + 30, 10)
     assert [r["fire_time"] for r in w.runs()] == [ten + 24 * HOUR]
@@ -375,7 +416,7 @@ def test_enabling_starts_nothing_for_the_disabled_period(tmp_path):
 
 def test_two_schedulers_on_one_database_fire_each_time_once(tmp_path):
     w = World(tmp_path, sched("fast", "* * * * * *", overlap="allow"))
-    a, b = w.scheduler(), w.scheduler(SqliteStore(w.db))
+    a, b = w.scheduler(), w.scheduler(w.open())
     a.reconcile(w.specs(), T0)
     b.reconcile(w.specs(), T0 + 0.3)
     for k in range(1, 301):
@@ -402,7 +443,7 @@ def test_a_crash_before_the_run_is_created_leaves_the_fire_unrecorded(tmp_path, 
     assert w.fires("job") == [] and w.store.get_schedule("job")["last_fire"] is None
     assert any(kind == "error" for kind, _ in w.events)
     monkeypatch.setattr(run_ops, "create_run", real)
-    s2 = w.scheduler(SqliteStore(w.db))  # e.g. after a restart
+    s2 = w.scheduler(w.open())  # e.g. after a restart
     s2.reconcile(w.specs(), T0 + 2)
     created = s2.tick(T0 + 2)
     assert len(created) == 1 and w.store.get_run(created[0])["fire_time"] == T0
@@ -415,7 +456,7 @@ def test_a_crash_before_the_run_is_created_leaves_the_fire_unrecorded(tmp_path, 
 @pytest.mark.parametrize("state,error", [("failed", "Traceback ...\nerror: fail: boom"), ("timed_out", "timed out")])
 def test_on_failure_gets_the_documented_arguments_once(tmp_path, state, error):
     w = World(tmp_path, sched("job", "0 * * * *", overlap="allow").replace("run = job", "run = job, on_failure = notify"))
-    s, other = w.scheduler(), w.scheduler(SqliteStore(w.db))
+    s, other = w.scheduler(), w.scheduler(w.open())
     s.reconcile(w.specs(), T0 - 1)
     other.reconcile(w.specs(), T0 - 1)
     [run_id] = s.tick(T0)
@@ -469,7 +510,7 @@ def test_a_broken_file_keeps_its_last_good_schedules(tmp_path):
     assert "undefined_name" not in w.store.pinned_sources(run_id)["jobs.star"]
     w.end(run_id, T0 + HOUR + 1)
     # a restart while the file is broken: the stored version is the last good one
-    d2 = Daemon(SqliteStore(w.db), w.root, [w.root])
+    d2 = Daemon(w.open(), w.root, [w.root])
     d2.reload(T0 + HOUR + 1)
     assert set(d2.scheduler.entries) == {"job"}
     assert len(d2.scheduler.tick(T0 + 2 * HOUR)) == 1
@@ -521,7 +562,7 @@ def test_a_broken_load_keeps_the_files_last_good_schedules_across_a_restart(tmp_
     Daemon(w.store, w.root, [w.root]).reload(T0 - 1)
     (w.root / "other.star").write_text('load("//gone.star", "x")\n' + JOBS + "\n" + sched("other", "30 * * * *") + "\n")
     events = []
-    d = Daemon(SqliteStore(w.db), w.root, [w.root], emit=lambda kind, **f: events.append((kind, f)))
+    d = Daemon(w.open(), w.root, [w.root], emit=lambda kind, **f: events.append((kind, f)))
     d.reload(T0)
     assert set(d.scheduler.entries) == {"job", "other"}
     [(kind, err)] = [e for e in events if e[0] == "load_error"]
@@ -547,7 +588,7 @@ def test_a_file_read_as_empty_mid_write_keeps_its_schedules(tmp_path):
     assert [f["file"] for k, f in events if k == "load_error"] == ["jobs.star"]
     assert len(d.scheduler.tick(T0 + HOUR)) == 1
     # after a restart, still kept (from the database), until the file declares something again
-    d2 = Daemon(SqliteStore(w.db), w.root, [w.root])
+    d2 = Daemon(w.open(), w.root, [w.root])
     d2.reload(T0 + HOUR + 1)
     assert set(d2.scheduler.entries) == {"job"}
     w.write(sched("job", "0 * * * *"))
@@ -579,7 +620,7 @@ def test_pause_records_fires_as_paused_survives_an_edit_and_resume_catches_nothi
     # down for three hours while paused, then resumed: nothing is caught up, the next fire starts
     r = resume_schedule(w.store, "hourly", T0 + 5 * HOUR)
     assert r["changed"] is True and r["status"] == "active"
-    s2 = w.scheduler(SqliteStore(w.db))
+    s2 = w.scheduler(w.open())
     s2.reconcile(w.specs(), T0 + 5 * HOUR)
     assert s2.tick(T0 + 5 * HOUR + 1) == []
     assert len(s2.tick(T0 + 5 * HOUR + 1800)) == 1

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import read_run_id, run_id_of
+from conftest import both_stores, read_run_id, run_id_of
 
 SIGNALS = """
 def main():
@@ -20,6 +20,7 @@ def main():
 """
 
 
+@both_stores
 def test_signals_sent_before_waiting_are_kept_and_ordered(fm):
     fm.write("sig.star", SIGNALS)
     run_id = fm("start", "sig.star").stdout.strip()
@@ -32,6 +33,7 @@ def test_signals_sent_before_waiting_are_kept_and_ordered(fm):
     assert 0.9 <= time.time() - t0 < 5
 
 
+@both_stores
 def test_signal_wakes_a_waiting_run_quickly(fm):
     fm.write("w.star", 'def main():\n    v = wait_signal("go")\n    return now()\n')
     proc = fm.spawn("run", "w.star")
@@ -49,6 +51,7 @@ def test_signal_wakes_a_waiting_run_quickly(fm):
     assert 0 < float(out) - signal["sent_at"] < 1.0
 
 
+@both_stores
 def test_signal_errors(fm):
     fm.write("w.star", 'def main():\n    return wait_signal("go")\n')
     run_id = fm("start", "w.star").stdout.strip()
@@ -76,6 +79,7 @@ def main(n = 10, bad = -1):
 """
 
 
+@both_stores
 def test_children_run_concurrently_and_failures_are_values(fm):
     fm.write("fan.star", FANOUT)
     t0 = time.time()
@@ -104,6 +108,7 @@ def main():
 """
 
 
+@both_stores
 def test_cancel_parent_cancels_waiting_children(fm):
     fm.write("tree.star", CANCEL_TREE)
     proc = fm.spawn("run", "tree.star")
@@ -121,6 +126,7 @@ def test_cancel_parent_cancels_waiting_children(fm):
     assert [c["state"] for c in st.list_runs(parent_id=run_id)] == ["cancelled", "cancelled"]
 
 
+@both_stores
 def test_cancel_running_sh_ends_it_within_grace(fm):
     pidfile = fm.root / "pid"
     fm.write("long.star", f'def main():\n    sh("echo $$ > {pidfile}; exec sleep 60")\n')
@@ -140,6 +146,7 @@ def test_cancel_running_sh_ends_it_within_grace(fm):
         os.kill(pid, 0)
 
 
+@both_stores
 def test_run_timeout_ends_as_timed_out(fm):
     fm.write("slow.star", 'def main():\n    sleep("30s")\n')
     r = fm("run", "slow.star", "--timeout", "1s")
@@ -160,6 +167,7 @@ def main(i = 0, total = 0):
 """
 
 
+@both_stores
 def test_continue_as_new_100_times(fm):
     fm.write("loop.star", LOOP)
     r = fm("run", "loop.star", timeout=120)
@@ -176,6 +184,7 @@ def test_continue_as_new_100_times(fm):
     assert chain[5]["continued_from"] == chain[4]["id"]
 
 
+@both_stores
 @pytest.mark.slow
 def test_worker_killed_during_sleep_resumes_at_once(fm):
     fm.write("nap.star", 'def main():\n    sleep("2s")\n    return now()\n')
@@ -198,6 +207,7 @@ def main():
 """
 
 
+@both_stores
 @pytest.mark.slow
 def test_thousand_sleeping_runs_hold_no_threads_and_little_memory(fm):
     fm.write("sleepy.star", THOUSAND)
@@ -236,6 +246,7 @@ def main():
 """
 
 
+@both_stores
 def test_children_do_not_outlive_their_parent(fm):
     fm.write("orphans.star", ORPHANS)
     r = fm("run", "orphans.star")
@@ -257,6 +268,7 @@ def main():
 """
 
 
+@both_stores
 def test_waiting_on_a_child_that_continues_as_new_gets_its_last_runs_result(fm):
     fm.write("loop.star", CHILD_LOOP)
     r = fm("run", "loop.star")
@@ -278,6 +290,7 @@ def main():
 """
 
 
+@both_stores
 def test_a_child_that_continued_as_new_does_not_outlive_its_parent(fm):
     fm.write("loop.star", CHILD_LOOP_WAITS)
     r = fm("run", "loop.star")

@@ -16,6 +16,11 @@ Time: leases, started/updated/ended times are the database server's clock
 (statement_timestamp()), never the worker's, unless a `clock` is injected
 (the contract tests move a manual clock): then that clock's time is sent.
 
+Timeouts: every pooled connection sets lock_timeout (FLOWMETAL_PG_LOCK_TIMEOUT, seconds,
+default 10) and statement_timeout (FLOWMETAL_PG_STATEMENT_TIMEOUT, default 300); 0 turns one
+off. A lock another session holds past the first, or a statement past the second, ends as a
+one-line StoreError (the CLI: exit 2) instead of a wait without end.
+
 Isolation: each method is one statement (or its own short transaction with its
 NOTIFY). `transaction()` takes a transaction-scoped advisory lock first, so
 transactions that write are serialized as SQLite's BEGIN IMMEDIATE ones are;
@@ -44,6 +49,27 @@ CHANNEL = "flowmetal"
 WRITE_LOCK = 0x466C6F77  # the advisory lock key of transaction() ("Flow")
 LISTEN_SLICE = 0.05  # seconds between looks at the `event` while listening
 MIGRATE_LOCK = 0x466C6F78
+LOCK_TIMEOUT = 10.0  # seconds a statement waits for a lock (FLOWMETAL_PG_LOCK_TIMEOUT; 0: no limit)
+STATEMENT_TIMEOUT = 300.0  # seconds one statement may take (FLOWMETAL_PG_STATEMENT_TIMEOUT; 0: no limit)
+
+
+def _seconds(name, default):
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise StoreError(f"{name}={text!r}: expected a number of seconds (0: no limit)")
+    return value
+
+
+def timeouts():
+    """(lock_timeout, statement_timeout) in seconds, from the environment or the defaults."""
+    return (_seconds("FLOWMETAL_PG_LOCK_TIMEOUT", LOCK_TIMEOUT),
+            _seconds("FLOWMETAL_PG_STATEMENT_TIMEOUT", STATEMENT_TIMEOUT))
 
 
 def is_url(path):
@@ -114,12 +140,16 @@ class PostgresStore(RunsTable, JournalTables, ScheduleTables, Retention, ApiTabl
         self._local = threading.local()
         self._listeners = []
         size = pool_size or int(os.environ.get("FLOWMETAL_PG_POOL") or POOL_SIZE)
+        self.lock_timeout, self.statement_timeout = timeouts()
+        options = (f"-c lock_timeout={int(self.lock_timeout * 1000)} "
+                   f"-c statement_timeout={int(self.statement_timeout * 1000)}")
         try:
-            with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            with psycopg.connect(url, autocommit=True, connect_timeout=10, options=options) as conn:
                 self._migrate(conn)
         except psycopg.Error as e:
-            raise StoreError(f"cannot open database {self.path}: {str(e).strip()}") from None
-        self.pool = ConnectionPool(url, min_size=1, max_size=size, open=True, kwargs={"autocommit": True},
+            raise StoreError(f"cannot open database {self.path}: {self._reason(e)}") from None
+        self.pool = ConnectionPool(url, min_size=1, max_size=size, open=True,
+                                   kwargs={"autocommit": True, "options": options},
                                    configure=self._configure, name="flowmetal")
 
     @staticmethod
@@ -164,20 +194,33 @@ class PostgresStore(RunsTable, JournalTables, ScheduleTables, Retention, ApiTabl
         if getattr(self._local, "conn", None) is not None:
             yield  # (nested: joins the outer one)
             return
-        with self.pool.connection() as conn:
-            self._local.conn = conn
-            try:
-                with conn.transaction():
-                    if lock and not self.readonly:
-                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-                    yield
-            except self._psycopg.Error as e:
-                raise self._error(e) from None
-            finally:
-                self._local.conn = None
+        try:
+            with self.pool.connection() as conn:
+                self._local.conn = conn
+                try:
+                    with conn.transaction():
+                        if lock and not self.readonly:
+                            conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                        yield
+                finally:
+                    self._local.conn = None
+        except self._psycopg.Error as e:
+            raise self._error(e) from None
 
     def _error(self, e):
-        return StoreError(f"database {self.path}: {str(e).strip()}")
+        return StoreError(f"database {self.path}: {self._reason(e)}")
+
+    def _reason(self, e):
+        """One line saying what went wrong; for a timeout, which one and how to change it."""
+        errors = self._psycopg.errors
+        if isinstance(e, errors.LockNotAvailable):
+            return (f"a lock held by another session was not granted within {self.lock_timeout:g} s "
+                    f"(lock_timeout; FLOWMETAL_PG_LOCK_TIMEOUT sets it)")
+        if isinstance(e, errors.QueryCanceled) and "statement timeout" in str(e):
+            return (f"a statement took longer than {self.statement_timeout:g} s "
+                    f"(statement_timeout; FLOWMETAL_PG_STATEMENT_TIMEOUT sets it)")
+        text = str(e).strip()
+        return text.splitlines()[0] if text else type(e).__name__
 
     def q(self, sql, params=None):
         """Execute one statement in psycopg's %s style (inside the current transaction, or alone)."""
