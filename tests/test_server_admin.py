@@ -335,8 +335,8 @@ def test_metrics_show_task_queue_depth_and_age(srv, w):
         assert family in text, family
     assert 'flowmetal_journal_entries{builtin="task",status="started"}' in text
     # a claimed task counts as leased; once done, the queue has no series
-    claimed = w.post("/api/v1/tasks/claim", json={"queue": "metrics-q", "lease": 30})
-    assert claimed.status_code == 200, claimed.text
+    claimed = w.post("/api/v1/tasks/claim", json={"queues": ["metrics-q"], "lease": 30})
+    assert claimed.status_code == 200 and len(claimed.json()["tasks"]) == 1, claimed.text
     assert 'flowmetal_task_queue_leased{queue="metrics-q"} 1.0' in w.get("/metrics").text
     for run_id in ids:
         assert w.post(f"/api/v1/runs/{run_id}/cancel").status_code == 200

@@ -292,7 +292,7 @@ def test_workers_and_tasks_page_with_waiting_tasks(browser, srv, api):
             proc.wait(30)
         assert f":{proc.pid}:" not in c.get("/workers").text  # stopped: no longer listed
         # an outside worker claims one: it is in flight
-        claimed = api.post("/api/v1/tasks/claim", json={"queue": "builds", "lease": 120}).json()
+        claimed = api.post("/api/v1/tasks/claim", json={"queues": ["builds"], "lease": 120}).json()["tasks"][0]
         assert claimed["id"] in (f"{runs[0]}:1", f"{runs[1]}:1")  # the older task (the runs start concurrently)
         if claimed["id"] != f"{runs[0]}:1":
             runs.reverse()
@@ -312,7 +312,7 @@ def test_workers_and_tasks_page_with_waiting_tasks(browser, srv, api):
         shot(pg, "workers")
     finally:
         pg.context.close()
-    r = api.post(f"/api/v1/tasks/{claimed['id']}/complete", json={"lease": claimed["lease"], "result": {"ok": 1}})
+    r = api.post(f"/api/v1/tasks/{claimed['id']}/complete", json={"lease_token": claimed["lease_token"], "result": {"ok": 1}})
     assert r.status_code == 200, r.text
     assert wait_state(api, runs[0], ("completed",))["result"] == {"ok": 1}
     with contextlib.closing(session(srv, "read")) as c:
