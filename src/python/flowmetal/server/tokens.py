@@ -15,8 +15,8 @@ import hashlib
 import hmac
 import re
 import secrets
-import time
 
+from flowmetal.clock import SYSTEM
 from flowmetal.errors import NotFound, UserError
 
 SCOPES = ("read", "write", "admin")
@@ -45,7 +45,7 @@ def create_token(store, name, scope="read", now=None):
     token_id = "".join(secrets.choice(alphabet) for _ in range(8))
     token = f"fm_{token_id}_{secrets.token_urlsafe(32)}"
     row = {"id": token_id, "name": name, "scope": scope, "hash": token_hash(token),
-           "created_at": time.time() if now is None else now}
+           "created_at": SYSTEM.now() if now is None else now}
     if not store.insert_token(row):
         raise DuplicateToken(f"a token named {name!r} exists; revoke it first (flowmetal token revoke {name})")
     return token
@@ -68,7 +68,7 @@ def verify(store, presented, now=None):
     row = store.get_token(m.group(1))
     if row is None or not hmac.compare_digest(row["hash"], token_hash(presented)):
         return None
-    now = time.time() if now is None else now
+    now = SYSTEM.now() if now is None else now
     if (row["last_used_at"] or 0) < now - TOUCH_EVERY:
         try:
             store.touch_token(row["id"], now)

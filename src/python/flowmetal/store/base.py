@@ -226,14 +226,21 @@ class Store(ABC):
         """The run gives up on a waiting row at its deadline; False if it was completed first."""
 
     @abstractmethod
-    def claim_task(self, queue: str, lease_hash: str, lease_seconds: float, now: float) -> dict | None:
-        """Lease the oldest waiting task of `queue` not leased (or whose lease expired), of a
-        live run, not past its deadline: lease_hash, lease_expires = now + lease_seconds,
-        attempts + 1, in one statement. None if there is none."""
+    def claim_task(self, queue, lease_hash: str, lease_seconds: float, now: float, worker=None) -> dict | None:
+        """Lease the oldest waiting task of `queue` (a name, or a list of names) not leased (or
+        whose lease expired) and offered by now (its retry delay over), of a live run, not past
+        its deadline: lease_hash, lease_expires = now + lease_seconds (at most the task's
+        heartbeat interval), attempts + 1, `worker` kept on the row, in one statement. None if
+        there is none."""
 
     @abstractmethod
     def renew_task(self, run_id: str, seq: int, lease_hash: str, lease_seconds: float, now: float) -> bool:
         """Extend a live lease held under `lease_hash`; False if it is stale or another's."""
+
+    @abstractmethod
+    def retry_task(self, run_id: str, seq: int, lease_hash: str, offer_at: float, now: float) -> bool:
+        """Give up the live lease held under `lease_hash`: the task is offered again from
+        `offer_at` (its retry delay). False if the lease is stale or another's."""
 
     @abstractmethod
     def waiting_deferred(self, queue=None, limit=100) -> list: """Waiting rows, oldest first."""
