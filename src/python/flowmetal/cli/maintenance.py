@@ -50,7 +50,8 @@ def prune(older_than, dry_run, as_json, db, root):
               help="Also replay every run in flight against the current files (as replay --current --all); "
                    "exit 1 if one would diverge.")
 @click.option("--db", "db", envvar="FLOWMETAL_DB", type=click.Path(dir_okay=False), default=None,
-              help="Database of the runs in flight (with --in-flight).")
+              help="Database of the runs in flight (with --in-flight): a SQLite file path or a postgresql:// URL; "
+                   "also FLOWMETAL_DB.")
 def check(paths, root, in_flight, db):
     """Load every .star file under PATHs; report syntax, name, load, type, lint and schedule errors.
 
