@@ -178,29 +178,78 @@ def test_no_database_is_created_by_an_export(tmp_path):
     assert not (tmp_path / "none.db").exists() and not (tmp_path / "out").exists()
 
 
-@pytest.mark.postgres
-def test_the_same_export_from_postgresql_after_db_copy(workload, tmp_path):
+@pytest.fixture(scope="module")
+def cluster():
     from pgcluster import Cluster
 
-    fm, _, stored = workload
-    cluster = Cluster().start()
+    c = Cluster().start()
+    yield c
+    c.stop()
+
+
+TABLES_BUT_SCHEDULES = ("runs", "sources", "run_sources", "journal", "logs", "signals", "blobs", "fires",
+                        "api_tokens", "idempotency_keys", "workers")
+
+
+def _counts(fm, db):
+    from flowmetal.store import open_store
+
+    st = open_store(str(db))
     try:
-        url = cluster.create_database("export")
-        r = fm("db", "copy", fm.db, url)
-        assert r.returncode == 0, r.stderr
-        for fmt in ("csv", "ndjson"):
-            lite, pg = tmp_path / f"lite-{fmt}", tmp_path / f"pg-{fmt}"
-            assert fm("db", "export", "--format", fmt, "-o", lite).returncode == 0
-            r = fm("db", "export", "--format", fmt, "-o", pg, "--db", url)
-            assert r.returncode == 0, r.stderr
-            for table in ("runs", "journal", "fires"):
-                name = f"{table}.{fmt}"
-                assert (pg / name).read_bytes() == (lite / name).read_bytes(), name  # byte for byte
-                assert f"{table}: {len(stored[table])} rows" in r.stderr
-        r = fm("db", "export", "--table", "runs", "--db", url + "-nope")
-        assert r.returncode == 2 and "cannot open database" in r.stderr and "Traceback" not in r.stderr
+        return {t: st.x(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("runs", "journal", "blobs", "schedules")}
     finally:
-        cluster.stop()
+        st.close()
+
+
+@pytest.mark.parametrize("dest", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_copy_that_fails_late_leaves_the_destination_as_it_was(workload, tmp_path, request, dest):
+    """The destination already holds the schedule (and nothing else): with --force, runs and
+    journals go in first, then the schedule's row collides; the one transaction is rolled
+    back, so the runs copied before the collision are not there either."""
+    import sqlite3
+
+    fm, _, stored = workload
+    if dest == "sqlite":
+        target = tmp_path / "dest.db"
+    else:
+        target = request.getfixturevalue("cluster").create_database("failed_copy")
+    assert fm("db", "copy", fm.db, target).returncode == 0
+    if dest == "sqlite":
+        with sqlite3.connect(target) as conn:
+            for table in TABLES_BUT_SCHEDULES:
+                conn.execute(f"DELETE FROM {table}")
+    else:
+        import psycopg
+
+        with psycopg.connect(str(target), autocommit=True) as conn:
+            for table in TABLES_BUT_SCHEDULES:
+                conn.execute(f"DELETE FROM {table}")
+    before = _counts(fm, target)
+    assert before == {"runs": 0, "journal": 0, "blobs": 0, "schedules": 1}
+    r = fm("db", "copy", "--force", fm.db, target)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "cannot copy into schedules: a row with the same key is already there" in r.stderr
+    assert "Traceback" not in r.stderr and f"runs: {len(stored['runs'])} rows" in r.stderr
+    assert _counts(fm, target) == before
+
+
+@pytest.mark.postgres
+def test_the_same_export_from_postgresql_after_db_copy(workload, tmp_path, cluster):
+    fm, _, stored = workload
+    url = cluster.create_database("export")
+    r = fm("db", "copy", fm.db, url)
+    assert r.returncode == 0, r.stderr
+    for fmt in ("csv", "ndjson"):
+        lite, pg = tmp_path / f"lite-{fmt}", tmp_path / f"pg-{fmt}"
+        assert fm("db", "export", "--format", fmt, "-o", lite).returncode == 0
+        r = fm("db", "export", "--format", fmt, "-o", pg, "--db", url)
+        assert r.returncode == 0, r.stderr
+        for table in ("runs", "journal", "fires"):
+            name = f"{table}.{fmt}"
+            assert (pg / name).read_bytes() == (lite / name).read_bytes(), name  # byte for byte
+            assert f"{table}: {len(stored[table])} rows" in r.stderr
+    r = fm("db", "export", "--table", "runs", "--db", url + "-nope")
+    assert r.returncode == 2 and "cannot open database" in r.stderr and "Traceback" not in r.stderr
 
 
 IMPORTED = """
