@@ -169,6 +169,20 @@ def test_bad_arguments_exit_2_with_one_clear_line(workload, tmp_path, args, mess
     assert (tmp_path / "a-file").read_text() == "keep me" and not (tmp_path / "missing").exists()
 
 
+def test_a_reader_that_stops_early_ends_the_export_quietly(workload):
+    """`db export --table journal | head -1`: standard output's reader is gone (here: the pipe's
+    read end is closed before the export starts, so its first write fails)."""
+    fm, _, _ = workload
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "flowmetal", "db", "export", "--table", "journal"],
+                              cwd=fm.root, env=fm.env, stdout=w, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(w)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
 def test_no_database_is_created_by_an_export(tmp_path):
     from conftest import Flowmetal
 

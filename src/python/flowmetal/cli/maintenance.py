@@ -173,6 +173,12 @@ def db_export(fmt, table, output, db, root):
 
         try:
             written = export(store, tables, fmt, open_out)
+        except BrokenPipeError:
+            if target is not None:
+                raise
+            # the reader of standard output stopped (`| head`): it wants no more; stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return
         finally:
             store.close()
     for name in tables:
