@@ -4,7 +4,7 @@ PostgreSQL server (issue 15). Prints figures and ratios; asserts nothing.
     pip install -r bench/requirements.txt    # DBOS Transact, for its columns
     python3 bench/bench_postgres.py [--quick] [--sync normal|full|both] [--blocks 5]
                                     [--steps 500] [--sh-steps 40] [--runs 400] [--procs 1,2,4]
-                                    [--run-blocks 3] [--no-dbos]
+                                    [--run-blocks 3] [--no-dbos] [--waits]
 
 One throwaway PostgreSQL cluster (initdb and pg_ctl, as tests/pgcluster.py starts it for
 the tests, but with fsync on: this is about durable commits) on 127.0.0.1, in TMPDIR.
@@ -114,8 +114,9 @@ class Flowmetal:
             env["FLOWMETAL_SYNC"] = "full"
         return env
 
-    def runs_per_second(self, n, procs):
-        """n one-effect runs queued at once, drained by `procs` worker processes already up."""
+    def runs_per_second(self, n, procs, waits=None):
+        """n one-effect runs queued at once, drained by `procs` worker processes already up.
+        `waits` (a Counter, PostgreSQL only): what the server's active sessions wait for."""
         workers = [subprocess.Popen([sys.executable, "-m", "flowmetal", "worker", "--concurrency", "4"],
                                     env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                    for _ in range(procs)]
@@ -129,6 +130,7 @@ class Flowmetal:
                 ids = [new_run_in(self.store, "one.star", "main", {"i": i}, {"one.star": ONE_EFFECT})
                        for i in range(n)]
             t0 = time.time()
+            sampler = WaitSampler(self.db, waits) if waits is not None else None
             marks = ", ".join("?" for _ in ids)
             deadline = time.monotonic() + 120
             while True:
@@ -139,6 +141,8 @@ class Flowmetal:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"{self.label}: {done} of {n} runs completed after 120 s")
                 time.sleep(0.02)
+            if sampler:
+                sampler.stop()
             return n / (last - t0)
         finally:
             for w in workers:
@@ -179,6 +183,34 @@ class Flowmetal:
 
     def close(self):
         self.store.close()
+
+
+class WaitSampler:
+    """Samples pg_stat_activity every 5 ms in a thread: counts (wait event, statement) of the
+    database's active sessions into `tally`."""
+
+    def __init__(self, url, tally):
+        import threading
+
+        self.url, self.tally, self.done = url, tally, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self.done.is_set():
+                for event, query in conn.execute(
+                        "SELECT coalesce(wait_event_type || ': ' || wait_event, 'running'), left(query, 60) "
+                        "FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' "
+                        "AND pid <> pg_backend_pid()"):
+                    self.tally[(event, " ".join(query.split()))] += 1
+                time.sleep(0.005)
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
 
 
 # --- DBOS: a queue served by worker processes ---------------------------------------------
@@ -297,6 +329,7 @@ class Setting:
         self.t = {k: [] for k in ("pg_now", "pg_sh", "pg_empty", "lite_now", "lite_sh", "lite_empty",
                                   "dbos_now", "dbos_sh", "dbos_empty")}
         self.runs = {}  # (side, procs): [runs/s]
+        self.waits = {}  # procs: Counter of what PostgreSQL's sessions waited for (--waits)
 
     def steps_block(self, reverse):
         parts = [self._fm(self.pg, "pg"), self._fm(self.lite, "lite")]
@@ -320,7 +353,12 @@ class Setting:
     def runs_block(self, procs, reverse):
         sides = [("pg", self.pg), ("lite", self.lite)] + ([("dbos", self.queue)] if self.queue else [])
         for key, side in (reversed(sides) if reverse else sides):
-            self.runs.setdefault((key, procs), []).append(side.runs_per_second(self.opts.runs, procs))
+            extra = {}
+            if key == "pg" and self.opts.waits:
+                import collections
+
+                extra["waits"] = self.waits.setdefault(procs, collections.Counter())
+            self.runs.setdefault((key, procs), []).append(side.runs_per_second(self.opts.runs, procs, **extra))
 
     def rates(self):
         out = {}
@@ -365,10 +403,15 @@ def report(setting, opts):
                 ratios = [a / b for a, b in zip(rates[("pg", row)], rates[(other, row)])]
                 line += f"{fmt(ratios, '.2f'):>24}"
         print(line)
+    for procs, tally in sorted(setting.waits.items()):
+        total = sum(tally.values()) or 1
+        print(f"  Flowmetal PostgreSQL, {procs} process(es): active sessions sampled {total} times, waiting for:")
+        for (event, query), k in tally.most_common(5):
+            print(f"    {k / total:6.1%}  {event:24} {query}")
     stmts, txs, xids = setting.pg.run_cost()
     print(f"  one-effect run on PostgreSQL, per execution: {stmts:.1f} statements, {txs:.1f} explicit "
-          f"transactions (each adds BEGIN and COMMIT round trips), {xids:.1f} write transactions (commits "
-          f"that flush the WAL at synchronous_commit=on)")
+          f"transactions (each adds BEGIN, the store's advisory lock and COMMIT), {xids:.1f} write "
+          f"transactions (commits that flush the WAL at synchronous_commit=on)")
 
 
 def main():
@@ -382,6 +425,8 @@ def main():
     ap.add_argument("--procs", help="worker process counts (default 1,2,4)")
     ap.add_argument("--run-blocks", type=int, help="blocks of the worker figures (default 3)")
     ap.add_argument("--no-dbos", action="store_true", help="leave DBOS out")
+    ap.add_argument("--waits", action="store_true",
+                    help="sample what PostgreSQL's sessions wait for during Flowmetal's worker figures")
     ap.add_argument("--dbos-worker", help=argparse.SUPPRESS)
     opts = ap.parse_args()
     if opts.dbos_worker:
