@@ -85,7 +85,8 @@ def db_option(f):
     f = click.option("--root", type=click.Path(file_okay=False), default=None,
                      help="Workspace root (default: nearest directory with a .flowmetal marker, else the current one).")(f)
     f = click.option("--db", "db", envvar="FLOWMETAL_DB", type=click.Path(dir_okay=False), default=None,
-                     help="Database file (also FLOWMETAL_DB; default .flowmetal/flowmetal.db under the workspace root).")(f)
+                     help="The database: a SQLite file path, or a postgresql:// URL (password in ~/.pgpass, not the URL). "
+                          "Also FLOWMETAL_DB; default .flowmetal/flowmetal.db under the workspace root.")(f)
     return f
 
 

@@ -50,7 +50,8 @@ def prune(older_than, dry_run, as_json, db, root):
               help="Also replay every run in flight against the current files (as replay --current --all); "
                    "exit 1 if one would diverge.")
 @click.option("--db", "db", envvar="FLOWMETAL_DB", type=click.Path(dir_okay=False), default=None,
-              help="Database of the runs in flight (with --in-flight).")
+              help="Database of the runs in flight (with --in-flight): a SQLite file path or a postgresql:// URL; "
+                   "also FLOWMETAL_DB.")
 def check(paths, root, in_flight, db):
     """Load every .star file under PATHs; report syntax, name, load, type, lint and schedule errors.
 
@@ -85,7 +86,7 @@ def check(paths, root, in_flight, db):
 
 @cli.group()
 def db():
-    """Database tools: move a workload between SQLite and PostgreSQL."""
+    """Database tools: move a workload between SQLite and PostgreSQL, export it for analysis."""
 
 
 @db.command("copy")
@@ -111,3 +112,75 @@ def db_copy(src, dst, force):
         source.close()
         dest.close()
     click.echo(f"copied {sum(copied.values())} rows; the row counts of every table match")
+
+
+@db.command("export")
+@click.option("--format", "fmt", type=click.Choice(["csv", "ndjson"]), default="csv", show_default=True,
+              help="CSV with a header row, or newline-delimited JSON (one object per row).")
+@click.option("--table", "table", type=click.Choice(["runs", "journal", "fires"]), default=None,
+              help="Export this table only (default: all three).")
+@click.option("-o", "--output", "output", type=click.Path(), default=None,
+              help="A directory for TABLE.csv / TABLE.ndjson files (created if missing; files of those names "
+                   "are replaced), or with --table a file. Default with --table: standard output.")
+@db_option
+def db_export(fmt, table, output, db, root):
+    """Write runs, journals and schedule fires as CSV or newline-delimited JSON, for
+    Datasette, pandas or jq. Values are as stored: times in epoch seconds, JSON columns as
+    JSON text, secrets masked. All tables are read from one snapshot; safe while workers run."""
+    import contextlib
+    import os
+
+    from flowmetal.store.export import EXPORTS, export, file_name
+
+    tables = [table] if table else list(EXPORTS)
+    target = None  # a file (one table), a directory, or None: standard output
+    if output is None:
+        if table is None:
+            raise CliError("exporting every table needs -o DIR (or --table NAME to write one table to "
+                           "standard output)")
+    elif os.path.isdir(output):
+        target = "dir"
+    elif table is None:
+        if os.path.exists(output):
+            raise CliError(f"-o {output} is a file; exporting every table needs a directory "
+                           f"(or --table NAME to write one table to a file)")
+        target = "dir"
+    else:
+        parent = os.path.dirname(os.path.abspath(output))
+        if not os.path.isdir(parent):
+            raise CliError(f"-o {output}: directory {parent} does not exist")
+        target = "file"
+    try:
+        store, _ = open_db(db, root, readonly=True, create=False)
+    except NoDatabase as e:
+        raise CliError(f"no database at {e.path}: nothing to export") from None
+    with contextlib.ExitStack() as files:
+        paths = {}
+
+        def open_out(name):
+            if target is None:
+                return sys.stdout
+            if target == "dir":
+                os.makedirs(output, exist_ok=True)
+                path = os.path.join(output, file_name(name, fmt))
+            else:
+                path = output
+            paths[name] = path
+            try:
+                return files.enter_context(open(path, "w", encoding="utf-8", newline=""))
+            except OSError as e:
+                raise CliError(f"cannot write {path}: {e.strerror}") from None
+
+        try:
+            written = export(store, tables, fmt, open_out)
+        except BrokenPipeError:
+            if target is not None:
+                raise
+            # the reader of standard output stopped (`| head`): it wants no more; stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return
+        finally:
+            store.close()
+    for name in tables:
+        where = f" to {paths[name]}" if name in paths else ""
+        click.echo(f"{name}: {written[name]} rows{where}", err=True)
