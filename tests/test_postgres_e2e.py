@@ -319,3 +319,33 @@ def test_a_lock_another_session_holds_is_one_clear_line_and_exit_2(pg):
     assert pg("cancel", run_id, env=env).returncode == 0  # and once the lock is free, it works
     bad = pg("runs", env={"FLOWMETAL_PG_LOCK_TIMEOUT": "soon"})
     assert bad.returncode == 2 and "FLOWMETAL_PG_LOCK_TIMEOUT='soon'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_transactions_of_different_run_trees_commit_at_once(pg):
+    """A run's end or suspension locks its own tree (store/base.py transaction(tree=)): the ends
+    of runs in different trees no longer wait for one database-wide lock."""
+    import threading
+
+    from flowmetal.store.postgres import PostgresStore
+
+    pg("runs")  # creates the schema
+    st, other = PostgresStore(pg.url, pool_size=1), PostgresStore(pg.url, pool_size=1)
+    try:
+        entered, release, done = threading.Event(), threading.Event(), threading.Event()
+
+        def hold():
+            with st.transaction(tree="tree-a"):
+                entered.set()
+                release.wait(10)
+
+        t = threading.Thread(target=hold)
+        t.start()
+        assert entered.wait(10)
+        with other.transaction(tree="tree-b"):  # another tree: in at once, while tree-a is held
+            done.set()
+        assert done.is_set() and t.is_alive()
+        release.set()
+        t.join(10)
+    finally:
+        st.close()
+        other.close()

@@ -196,3 +196,43 @@ def test_claims_within_one_tree_come_in_due_order_and_stay_in_it(store, clock):
         order.append(run["id"])
     assert order == ["root", "c2", "c3"]
     assert store.claim("me", 30)["id"] == "stranger"
+
+
+def _held(store, tree):
+    """A transaction of `tree` (None: without one) held open on a thread until released."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold():
+        with store.transaction(tree=tree):
+            entered.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert entered.wait(10)
+    return release, t
+
+
+def _waits(store, tree, release, t):
+    """Does a transaction of `tree` on `store` wait until the held one ends?"""
+    done = threading.Event()
+
+    def enter():
+        with store.transaction(tree=tree):
+            done.set()
+
+    u = threading.Thread(target=enter)
+    u.start()
+    waited = not done.wait(0.5)
+    release.set()
+    t.join(10)
+    u.join(10)
+    assert done.is_set()
+    return waited
+
+
+def test_a_trees_transaction_excludes_its_tree_and_every_transaction_without_one(store, other, clock):
+    add_run(store, clock, "r1")
+    assert _waits(other, "r1", *_held(store, "r1"))  # the same tree: one at a time
+    assert _waits(other, None, *_held(store, "r1"))  # a transaction of no tree waits for a tree's
+    assert _waits(other, "r1", *_held(store, None))  # and a tree's for one of no tree

@@ -63,7 +63,12 @@ class Store(ABC):
 
     # --- lifecycle
     @abstractmethod
-    def transaction(self): """Context manager: one atomic transaction on this thread."""
+    def transaction(self, tree=None):
+        """Context manager: one atomic transaction on this thread, isolated from every other
+        transaction() as if they ran one at a time. With `tree` (a run tree's root id), the
+        caller promises to change only rows of that tree: such a transaction is isolated from
+        the other transactions of the same tree and from every transaction without a tree,
+        but may run at once with those of other trees (a run's end or suspension)."""
 
     @abstractmethod
     def close(self): ...

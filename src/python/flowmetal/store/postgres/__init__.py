@@ -47,6 +47,9 @@ from flowmetal.store.sqlite.workers import WorkersTable
 POOL_SIZE = 10  # FLOWMETAL_PG_POOL overrides
 CHANNEL = "flowmetal"
 WRITE_LOCK = 0x466C6F77  # the advisory lock key of transaction() ("Flow")
+# The first half of a tree's lock key (two 32-bit keys: a space apart from WRITE_LOCK's), the
+# second being hashtext(root id). Two trees whose ids hash alike only wait for each other.
+TREE_LOCK = 0x54726565  # ("Tree")
 LISTEN_SLICE = 0.05  # seconds between looks at the `event` while listening
 MIGRATE_LOCK = 0x466C6F78
 LOCK_TIMEOUT = 10.0  # seconds a statement waits for a lock (FLOWMETAL_PG_LOCK_TIMEOUT; 0: no limit)
@@ -190,7 +193,7 @@ class PostgresStore(RunsTable, JournalTables, ScheduleTables, Retention, ApiTabl
             yield conn
 
     @contextmanager
-    def transaction(self, lock=True):
+    def transaction(self, tree=None, lock=True):
         if getattr(self._local, "conn", None) is not None:
             yield  # (nested: joins the outer one)
             return
@@ -199,7 +202,12 @@ class PostgresStore(RunsTable, JournalTables, ScheduleTables, Retention, ApiTabl
                 self._local.conn = conn
                 try:
                     with conn.transaction():
-                        if lock and not self.readonly:
+                        if lock and not self.readonly and tree is not None:
+                            # one tree's transaction: the write lock shared, its tree's exclusive, so
+                            # the ends of runs in different trees commit at once (TREE_LOCK space)
+                            conn.execute("SELECT pg_advisory_xact_lock_shared(%s), pg_advisory_xact_lock(%s, hashtext(%s))",
+                                         (WRITE_LOCK, TREE_LOCK, tree))
+                        elif lock and not self.readonly:
                             conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
                         yield
                 finally:

@@ -129,7 +129,8 @@ class SqliteStore(RunsTable, JournalTables, ScheduleTables, Retention, ApiTables
                 SYSTEM.sleep(0.01)
 
     @contextmanager
-    def transaction(self):
+    def transaction(self, tree=None):
+        # (`tree` changes nothing here: SQLite has one writer at a time in any case)
         conn = self.conn
         if self._local.depth:
             self._local.depth += 1
