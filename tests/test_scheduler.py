@@ -85,6 +85,10 @@ class World:
 
     def open(self):
         """Another store on this World's database: what a second process would have."""
+        if "open" not in _OPEN:  # a World of another test module (test_prune.py): SQLite
+            from flowmetal.store.sqlite import SqliteStore
+
+            return SqliteStore(self.db)
         return _OPEN["open"](self.db)
 
     def write(self, schedules):
