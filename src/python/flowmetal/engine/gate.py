@@ -10,8 +10,11 @@ modules. For the call at journal position `seq`:
 - live (no entry yet): the call is recorded, performed, and its result
   recorded, before the program sees it.
 
-Pure effects (`now`, `random`, `uuid`, `env`) are performed and recorded in
-one commit: if the process dies first, nobody saw the value. Outside effects
+Pure effects (`now`, `random`, `uuid`, `env`) and log lines are held in
+memory and committed with the gate's next write (engine/gate_held.py: the
+next outside effect's started row, wait, spawn, or the execution's end; or
+when the group reaches its bound): if the process dies first, nobody saw the
+values, and the next execution makes them again. Outside effects
 (`sh`, `http`) are recorded as started before they run, so a crash mid-effect
 is seen on resume: the effect is performed again and marked re-executed.
 Waits (`sleep`, retry delays, `wait_signal`, `wait`) record what they wait
@@ -48,6 +51,7 @@ import json
 import math
 import os
 import threading
+from contextlib import contextmanager
 
 from flowmetal import __version__
 from flowmetal.codec import canonical, content_hash, digest, loads
@@ -58,6 +62,7 @@ from flowmetal.engine.effects.registry import (
     SpawnChild, Timer, lookup, recorded_args, REGISTRY,
 )
 from flowmetal.engine.effects import callbacks, children, pure, tasks, waits  # noqa: F401  (they register their builtins)
+from flowmetal.engine.gate_held import Held, Refused
 from flowmetal.engine.effects.secrets import from_markers, mask, mask_spans, refill, to_markers
 from flowmetal.errors import EffectError, NondeterminismError
 from flowmetal.model import Cancel, Continue, Interrupt, Lost, Nondeterminism, Suspend, WaitingFor
@@ -137,6 +142,7 @@ class Gate:
         self.drain = threading.Event()  # set from outside: stop before the next effect (graceful shutdown)
         self.cancel_reason = None
         self.replayed = 0
+        self.held = Held(store, self.run_id, owner, clock)  # pure entries and logs not yet written
         self._pure_ctx = EffectContext(run_id=self.run_id, seq=0, cancelled=self.cancel, clock=clock, run=run)
         self._kinds = {PURE: self._pure, OUTSIDE: self._with_retry, WAIT: self._wait, DEFERRED: self._deferred,
                        CONTROL: self._control}
@@ -176,6 +182,8 @@ class Gate:
     def _next(self, name, args, eff=None):
         """Advance to the next journal position; return (seq, recorded entry or None)."""
         self._check_stop()
+        if self.held.since is not None and self.held.overdue():
+            self.flush()
         self.seq += 1
         self.log_n = 0
         stored, dig = self._stored(name, args, eff, self.digest_rule)
@@ -194,7 +202,9 @@ class Gate:
             return self.seq, rec
         return self.seq, {"_new": True, "args": stored, "digest": dig}
 
-    def _record(self, seq, name, fresh, status, result=None, error=None, data=None, started=None):
+    def _record(self, seq, name, fresh, status, result=None, error=None, data=None, started=None, hold=False):
+        """Write a new entry (with what is held before it, in one transaction), or with `hold`
+        (a pure effect) keep it with them until the next write."""
         now = self.clock.now()
         text = None
         if status == "completed":
@@ -206,10 +216,49 @@ class Gate:
             "status": status, "result": text, "error": error, "data": None if data is None else canonical(data),
             "started_at": started or now, "ended_at": None if status == "started" else now,
         }
-        if not self.store.insert_journal(entry, self.owner):
-            self._lost()
         self.entries.append(entry)
+        if hold:
+            if self.held.add_entry(entry):
+                self.flush()
+        elif not self.held:
+            if not self.store.insert_journal(entry, self.owner):
+                self._lost()
+        else:
+            self._commit_held(lambda: None if self.store.insert_journal(entry, self.owner) else "lost")
         return entry
+
+    def flush(self):
+        """Commit what the gate holds (the entries of pure effects, log lines) now."""
+        if self.held:
+            self._commit_held(None)
+
+    def commit_with(self, change):
+        """`change()` (a lifecycle state change) in one transaction with what is held; its
+        value, or "lost". The runner ends, suspends and releases runs through this."""
+        return self.held.commit_with(change)
+
+    @contextmanager
+    def _transaction(self):
+        """A transaction of the gate's writes that also carries what is held."""
+        with self.store.transaction():
+            taken = None
+            if self.held:
+                try:
+                    taken = self.held.take()
+                except Refused:
+                    self._lost()
+            try:
+                yield
+            except BaseException:
+                if taken is not None:
+                    self.held.restore(taken)  # (rolled back: still held, for the execution's end)
+                raise
+
+    def _commit_held(self, then):
+        try:
+            return self.held.commit(then)
+        except Refused:
+            self._lost()
 
     def _complete(self, seq, result, reexecuted=False, error=None, status="completed"):
         fields = {"status": status, "result": None, "error": error, "ended_at": self.clock.now()}
@@ -219,7 +268,10 @@ class Gate:
                 fields["data"] = canonical({**(loads(self.entries[seq - 1]["data"]) or {}), "secrets": spans})
         if reexecuted:
             fields["reexecuted"] = 1
-        if not self.store.update_journal(self.run_id, seq, self.owner, **fields):
+        if self.held:  # (not in practice: the entry's started row committed what was held)
+            self._commit_held(lambda: None if self.store.update_journal(self.run_id, seq, self.owner, **fields)
+                              else "lost")
+        elif not self.store.update_journal(self.run_id, seq, self.owner, **fields):
             self._lost()
         self.entries[seq - 1].update(fields)
 
@@ -300,7 +352,9 @@ class Gate:
     def log(self, text, stream="log"):
         """A `print`/`log` line: keyed by journal position so replay does not repeat it."""
         self.log_n += 1
-        self.store.add_logs(self.run_id, [(self.seq, self.log_n, self.clock.now(), stream, mask(text, self.secrets))])
+        if self.held.add_log((self.seq, self.log_n, self.clock.now(), stream, mask(text, self.secrets))) \
+                or self.held.overdue():
+            self.flush()
 
     def _effect_log(self, seq):
         counter = iter(range(1_000_000, 2_000_000))
@@ -333,7 +387,7 @@ class Gate:
         """`value` as another run stores it: secrets by name (markers), never by value."""
         return to_markers(value, self.secret_names)
 
-    # --- pure effects: one commit ------------------------------------------
+    # --- pure effects: held, committed with the next write ----------------------
 
     def _pure(self, eff, args):
         name = eff.name
@@ -341,12 +395,12 @@ class Gate:
         if eff.secret:  # read at every execution, never journaled: the entry holds the name only
             value = self.read_secret(args["name"])
             if "_new" in rec:
-                self._record(seq, name, rec, "completed", result=None, data={"masked": True})
+                self._record(seq, name, rec, "completed", result=None, data={"masked": True}, hold=True)
             return value
         if "_new" not in rec:
             return self._decode(rec)
         value = eff.perform(args, self._pure_ctx)
-        self._record(seq, name, rec, "completed", result=value)
+        self._record(seq, name, rec, "completed", result=value, hold=True)
         return value
 
     # --- outside effects: started, performed, completed ---------------------
@@ -457,7 +511,7 @@ class Gate:
         seq, done, value, deadline = self._open_wait(eff, args, spec.timeout)
         if done:
             return value
-        with self.store.transaction():
+        with self._transaction():
             signal = self.store.take_signal(self.run_id, spec.name, seq)
             if signal is not None:
                 payload = json.loads(signal["payload"])
@@ -510,7 +564,7 @@ class Gate:
             return value
         if "_new" in rec:
             deadline = None if spec.timeout is None else self.clock.now() + spec.timeout
-            with self.store.transaction():
+            with self._transaction():
                 self._record(seq, eff.name, rec, "started", data={"deferred": spec.detail, "deadline": deadline})
                 self.store.insert_deferred({
                     "run_id": self.run_id, "seq": seq, "builtin": eff.name, "queue": spec.detail.get("queue"),
@@ -540,7 +594,7 @@ class Gate:
             value = {"id": f"{self.run_id}:{seq}", "seq": seq, "name": spec.detail.get("callback"),
                      "approval": spec.detail.get("approval", False), "deadline": deadline,
                      "base": deferred.public_url()}  # (journaled: replay gives the same URL)
-            with self.store.transaction():
+            with self._transaction():
                 self._record(seq, eff.name, rec, "completed", result=value)
                 self.store.insert_deferred({
                     "run_id": self.run_id, "seq": seq, "builtin": eff.name, "queue": None,
@@ -554,7 +608,7 @@ class Gate:
     def _await_deferred(self, eff, seq, deadline, spec, row_seq=None):
         """Journal entry `seq` waits for the deferred row at `row_seq` (default: its own)."""
         row_seq = row_seq or seq
-        with self.store.transaction():
+        with self._transaction():
             row = self.store.get_deferred(self.run_id, row_seq)
             if row is None:
                 raise BuiltinError(f"{eff.name}(): no callback at journal position {row_seq}")
@@ -588,7 +642,7 @@ class Gate:
         if isinstance(request, SpawnChild):
             if "_new" not in rec:
                 return self._decode(rec)
-            with self.store.transaction():
+            with self._transaction():
                 child_id = self.hooks.spawn_child(self, seq, request.ref, self._for_another_run(request.args),
                                                   self._for_another_run(request.kwargs))
                 self._record(seq, eff.name, rec, "completed", result=child_id)

@@ -3,7 +3,8 @@ the gate, and record how the execution ended (completed, failed, waiting...).
 
 The gate says why an execution stopped with a typed reason (model.py: Suspend,
 Continue, Cancel, Lost, Interrupt, Nondeterminism); the runner reads it and
-asks engine/lifecycle.py for the matching state change.
+asks engine/lifecycle.py for the matching state change, in one transaction
+with what the gate still holds in memory (engine/gate_held.py).
 """
 
 import json
@@ -119,9 +120,11 @@ class Execution:
                 return self._end(reason, error=reason.replace("_", " "))
             return self._end("failed", error=error_text(strip_prelude_frames(str(error), self.texts.__getitem__)))
         if isinstance(stop, Suspend):
-            return lifecycle.suspend(self.store, self.clock, self.run, self.owner, stop.waiting_for, stop.wake_at)
+            return self.gate.commit_with(lambda: lifecycle.suspend(
+                self.store, self.clock, self.run, self.owner, stop.waiting_for, stop.wake_at))
         if isinstance(stop, Continue):
-            return lifecycle.continue_as_new(self.store, self.clock, self.run, self.owner, stop.kwargs)
+            return self.gate.commit_with(lambda: lifecycle.continue_as_new(
+                self.store, self.clock, self.run, self.owner, stop.kwargs))
         if isinstance(stop, Cancel):
             return self._end(stop.state, error=stop.state.replace("_", " "))
         if isinstance(stop, Nondeterminism):
@@ -132,11 +135,13 @@ class Execution:
 
     def _interrupted(self):
         """Leave the run resumable: still running, with no live owner."""
-        lifecycle.release(self.store, self.run, self.owner)
+        self.gate.commit_with(lambda: lifecycle.release(self.store, self.run, self.owner))
         return "interrupted"
 
     def _end(self, state, result=None, error=None):
         if self.gate.secrets:  # a secret never reaches the database, not even in an error
             error = mask(error, self.gate.secrets)
             result = mask(result, self.gate.secrets)
-        return lifecycle.end(self.store, self.clock, self.run, self.owner, state, result=result, error=error)
+        # what the gate holds (pure entries, log lines) commits with the run's end
+        return self.gate.commit_with(lambda: lifecycle.end(
+            self.store, self.clock, self.run, self.owner, state, result=result, error=error))

@@ -165,7 +165,11 @@ class Worker:
         try:
             state = ex.execute()
         except Exception as e:  # a bug of ours: fail the run saying so, never leave it running
-            state = lifecycle.fail_internal(self.store, self.clock, ex.run, self.owner, e)
+            try:  # with what the gate holds (its log lines), unless writing that is what failed
+                state = ex.gate.commit_with(lambda: lifecycle.fail_internal(self.store, self.clock, ex.run,
+                                                                             self.owner, e))
+            except Exception:
+                state = lifecycle.fail_internal(self.store, self.clock, ex.run, self.owner, e)
             self.on_event("error", ex.run, lifecycle.internal_error_text(e))
         finally:
             with self.lock:
