@@ -30,8 +30,8 @@ write it came with; the gate then stops with Lost, as for a single entry.
 Crash points for tests (FLOWMETAL_FAULT, see engine/faults.py): `kill-held` and
 `kill-commit` SIGKILL the process, the first when the gate holds its second
 item since the last commit, the second inside a grouped commit after its
-statements ran and before COMMIT; `kill-commit@N` at the Nth grouped commit of
-the process.
+statements ran and before COMMIT; `NAME@N` at the Nth time the process reaches
+the point.
 """
 
 import os
@@ -42,24 +42,21 @@ import signal
 HOLD_ENTRIES = 256
 HOLD_SECONDS = 0.25
 
-_commits = [0]  # grouped commits made by this process (for kill-commit@N)
+_reached = {}  # crash point -> times reached in this process (for NAME@N)
 
 
 def crash_point(name):
-    """SIGKILL this process at crash point `name` when FLOWMETAL_FAULT lists it (a test's
-    kill point: nothing after it runs, not even a finally)."""
+    """SIGKILL this process at crash point `name` when FLOWMETAL_FAULT lists it (`name`, or
+    `name@N`: the Nth time this process reaches it): a test's kill point, after which nothing
+    runs, not even a finally."""
     faults = os.environ.get("FLOWMETAL_FAULT")
-    if not faults:
+    if not faults or name not in faults:
         return
+    _reached[name] = times = _reached.get(name, 0) + 1
     for item in faults.split(","):
         point, _, nth = item.partition("@")
-        if point != name:
-            continue
-        if name == "kill-commit":
-            _commits[0] += 1
-            if nth and int(nth) != _commits[0]:
-                continue
-        os.kill(os.getpid(), signal.SIGKILL)
+        if point == name and (not nth or int(nth) == times):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Refused(Exception):
