@@ -142,6 +142,7 @@ class Gate:
         self.drain = threading.Event()  # set from outside: stop before the next effect (graceful shutdown)
         self.cancel_reason = None
         self.replayed = 0
+        self.park = None  # park(waiting_for, wake_at): set by the runner when the worker keeps waits warm
         self.held = Held(store, self.run_id, owner, clock)  # pure entries and logs not yet written
         self._pure_ctx = EffectContext(run_id=self.run_id, seq=0, cancelled=self.cancel, clock=clock, run=run)
         self._kinds = {PURE: self._pure, OUTSIDE: self._with_retry, WAIT: self._wait, DEFERRED: self._deferred,
@@ -344,8 +345,20 @@ class Gate:
         raise Stop("lost ownership of the run")
 
     def _suspend(self, waiting_for, wake_at):
-        self.stop = Suspend(waiting_for, wake_at)
-        raise Stop("suspend")
+        """Suspend the run at a wait. Without `park` the evaluation stops (a later execution
+        replays to here). With it (a worker's warm waits, engine/warm.py) the run is suspended
+        in the database and this thread blocks; it returns when the run was claimed again
+        here, and the caller asks its wait again, as replay would."""
+        if self.park is None:
+            self.stop = Suspend(waiting_for, wake_at)
+            raise Stop("suspend")
+        self.park(waiting_for, wake_at)  # (raises Stop when evicted or lost)
+        self._check_stop()
+
+    def rebind(self, run):
+        """The run's row as a later claim gave it (a warm wait continued in place)."""
+        self.run = run
+        self._pure_ctx = EffectContext(run_id=self.run_id, seq=0, cancelled=self.cancel, clock=self.clock, run=run)
 
     # --- logs ---------------------------------------------------------------
 
@@ -488,10 +501,10 @@ class Gate:
         elif rec["status"] != "started":
             return None
         until = loads(rec["data"])["until"]
-        if self._wait_until(until):
-            self._complete(seq, None)
-            return None
-        self._suspend(WaitingFor(kind="timer", builtin=name, until=until), until)
+        while not self._wait_until(until):
+            self._suspend(WaitingFor(kind="timer", builtin=name, until=until), until)
+        self._complete(seq, None)
+        return None
 
     def _open_wait(self, eff, args, timeout, data=None):
         """The journal position of a wait with an optional `timeout`.
@@ -511,16 +524,17 @@ class Gate:
         seq, done, value, deadline = self._open_wait(eff, args, spec.timeout)
         if done:
             return value
-        with self._transaction():
-            signal = self.store.take_signal(self.run_id, spec.name, seq)
-            if signal is not None:
-                payload = json.loads(signal["payload"])
-                self._complete(seq, payload)
-                return payload
-        if deadline is not None and self._wait_until(deadline):
-            self._complete(seq, None)
-            return None
-        self._suspend(WaitingFor(kind="signal", name=spec.name, until=deadline), deadline)
+        while True:
+            with self._transaction():
+                signal = self.store.take_signal(self.run_id, spec.name, seq)
+                if signal is not None:
+                    payload = json.loads(signal["payload"])
+                    self._complete(seq, payload)
+                    return payload
+            if deadline is not None and self._wait_until(deadline):
+                self._complete(seq, None)
+                return None
+            self._suspend(WaitingFor(kind="signal", name=spec.name, until=deadline), deadline)
 
     def _wait_children(self, eff, args, spec):
         """Every child ended (or, with `any`, one): the results in handle order; children still
@@ -528,11 +542,13 @@ class Gate:
         seq, done, value, deadline = self._open_wait(eff, args, spec.timeout)
         if done:
             return value
-        results = self.hooks.child_results(self, list(spec.handles))
-        pending = [r["id"] for r in results if r["state"] not in ENDED]
-        timed_out = deadline is not None and self.clock.now() >= deadline
-        enough = not pending or (spec.any and len(pending) < len(results))
-        if not enough and not timed_out:
+        while True:
+            results = self.hooks.child_results(self, list(spec.handles))
+            pending = [r["id"] for r in results if r["state"] not in ENDED]
+            timed_out = deadline is not None and self.clock.now() >= deadline
+            enough = not pending or (spec.any and len(pending) < len(results))
+            if enough or timed_out:
+                break
             self._suspend(WaitingFor(kind="children", runs=tuple(pending), any=spec.any, until=deadline), deadline)
         value = [{k: r[k] for k in ("error", "ok", "state", "value")} for r in results]  # replay's order
         self._complete(seq, value)
@@ -608,6 +624,16 @@ class Gate:
     def _await_deferred(self, eff, seq, deadline, spec, row_seq=None):
         """Journal entry `seq` waits for the deferred row at `row_seq` (default: its own)."""
         row_seq = row_seq or seq
+        while True:
+            value, deadline = self._take_deferred(eff, seq, deadline, spec, row_seq)
+            if value is not None:
+                return value
+            self._suspend(WaitingFor(kind="effect", seq=row_seq, builtin=eff.name, detail=spec.detail,
+                                     until=deadline), deadline)
+
+    def _take_deferred(self, eff, seq, deadline, spec, row_seq):
+        """(value, deadline): the value of the deferred row at `row_seq` when it has one (then
+        recorded at `seq`), else None; the deadline, the row's own if it is sooner."""
         with self._transaction():
             row = self.store.get_deferred(self.run_id, row_seq)
             if row is None:
@@ -630,9 +656,8 @@ class Gate:
                              + (f" after {spec.timeout:g}s" if spec.timeout is not None else "")}
                 value["attempts"] = 1
                 self._complete(seq, value)
-                return value
-        self._suspend(WaitingFor(kind="effect", seq=row_seq, builtin=eff.name, detail=spec.detail, until=deadline),
-                      deadline)
+                return value, deadline
+        return None, deadline
 
     # --- control: the run tree ----------------------------------------------
 

@@ -21,7 +21,8 @@ from flowmetal.lang.diagnostics import strip_prelude_frames
 from flowmetal.lang.loader import Program, top_level_functions
 from flowmetal.lang.safe import guard
 from flowmetal.lang.workspace import PinnedSources
-from flowmetal.model import Cancel, Continue, Interrupt, Nondeterminism, Run, Suspend, stop_reason
+from flowmetal.engine.warm import WARM_HORIZON, Evicted
+from flowmetal.model import Cancel, Continue, Interrupt, Lost, Nondeterminism, Run, Suspend, stop_reason
 
 MAX_CALLSTACK = 500
 
@@ -70,9 +71,37 @@ class Hooks:
 class Execution:
     """One attempt at executing a run, from replay to the point where it stops."""
 
-    def __init__(self, store, run, owner, clock):
+    def __init__(self, store, run, owner, clock, keeper=None):
         self.store, self.run, self.owner, self.clock = store, Run.from_row(run), owner, clock
         self.gate = Gate(store, self.run, owner, clock, Hooks(store, clock))
+        self.keeper = keeper  # a worker that keeps waits warm (engine/warm.py), or None
+        if keeper is not None:
+            self.gate.park = self._park
+
+    def _park(self, waiting_for, wake_at):
+        """The gate's park: suspend the run (with what the gate holds) and block until the
+        worker claims it again (then go on in place) or sends it away (then stop, writing
+        nothing: the run stays waiting, and a later execution replays it)."""
+        gate = self.gate
+        if wake_at is not None and wake_at - self.clock.now() > WARM_HORIZON:  # a long sleep: one row, no thread
+            gate.stop = Suspend(waiting_for, wake_at)
+            raise Stop("suspend")
+        row = self.keeper.park(self, lambda: gate.commit_with(lambda: lifecycle.suspend(
+            self.store, self.clock, self.run, self.owner, waiting_for, wake_at)))
+        if row == "lost":
+            gate.stop = Lost()
+            raise Stop("lost ownership of the run")
+        if row is None:
+            gate.stop = Evicted()
+            raise Stop("evicted")
+        self.run = Run.from_row(row)
+        gate.rebind(self.run)
+        if self.run.deadline is not None and self.clock.now() >= self.run.deadline:
+            gate.cancel_reason = "timed_out"
+            gate.cancel.set()
+        elif self.run.cancel_requested:
+            gate.cancel_reason = self.run.cancel_requested
+            gate.cancel.set()
 
     def execute(self):
         """Returns the state the run is left in (or "interrupted", "lost")."""
@@ -111,6 +140,8 @@ class Execution:
         return self._end("completed", result=result)
 
     def _stopped(self, error):
+        if isinstance(self.gate.stop, Evicted):
+            return "evicted"
         stop = stop_reason(self.gate.stop)  # (the gate may still set the old tuples)
         if stop is None:
             if self.gate.cancel.is_set():  # check_cancelled stopped a pure Starlark loop

@@ -17,6 +17,12 @@ that says so (lifecycle.fail_internal) and releases it: it never stays
 SIGTERM drains it (`stop`): no new claims, effects in progress get the grace
 period to finish, then the rest is interrupted (their `sh` process groups are
 ended), every unfinished run stays resumable, and it returns 0.
+
+Warm waits (engine/warm.py): each execution has a thread of its own; a run
+that suspends stays parked in it (up to `warm` runs, FLOWMETAL_WARM), and when
+the worker claims that run again it continues there instead of replaying.
+Parked runs do not count against `concurrency` (they hold no lease and run
+nothing); stopping the worker sends them all away (they stay waiting).
 """
 
 import os
@@ -24,11 +30,11 @@ import signal
 import socket
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from flowmetal.clock import SYSTEM
 from flowmetal.engine import faults, lifecycle
 from flowmetal.engine.runner import Execution
+from flowmetal.engine.warm import Parked, WarmRuns, warm_limit
 from flowmetal.errors import UserError
 
 HEARTBEAT_SECONDS = 0.5
@@ -82,7 +88,7 @@ def _stderr(line):
 
 
 class Worker:
-    def __init__(self, store, clock, concurrency=4, root_id=None, run_id=None, on_event=None, log=None):
+    def __init__(self, store, clock, concurrency=4, root_id=None, run_id=None, on_event=None, log=None, warm=None):
         self.store, self.clock = store, clock
         self.concurrency = max(1, concurrency)
         self.root_id, self.run_id = root_id, run_id
@@ -96,7 +102,9 @@ class Worker:
         self.hurry = threading.Event()
         self._errors = {}  # heartbeat error text -> [last reported (monotonic), times since]
         self.registered = False  # in the workers table (`serve`: a `flowmetal worker` process)
-        self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="flowmetal-run")
+        self.threads = set()  # the threads of executions (running or parked), until they end
+        self.warm = WarmRuns(warm_limit(warm))  # runs parked at a wait, continued in place (engine/warm.py)
+        self.resumed_warm = 0  # claims that continued a parked run instead of replaying it
         self._heartbeat = threading.Thread(target=self._beat, name="flowmetal-heartbeat", daemon=True)
         self._heartbeat.start()
 
@@ -153,13 +161,52 @@ class Worker:
             run = lifecycle.claim(self.store, self.owner, root_id=self.root_id, run_id=self.run_id)
             if run is None:
                 break
-            ex = Execution(self.store, run, self.owner, self.clock)
+            started += 1
+            with self.lock:
+                parked = self.warm.take(run.id)
+                if parked is not None and parked.fresh(run):  # warm: it goes on where it waits
+                    self.active[run.id] = parked.execution
+                    self.resumed_warm += 1
+                    self.on_event("start", run)
+                    parked.resume(run)
+                    continue
+                if parked is not None:  # another execution came between: replay
+                    parked.evict()
+            ex = Execution(self.store, run, self.owner, self.clock, keeper=self if self.warm.limit else None)
             with self.lock:
                 self.active[run.id] = ex
             self.on_event("start", run)
-            self.pool.submit(self._execute, ex)
-            started += 1
+            thread = threading.Thread(target=self._execute, args=(ex,), name=f"flowmetal-run-{run.id}", daemon=True)
+            with self.lock:
+                self.threads.add(thread)
+            thread.start()
         return started
+
+    def park(self, ex, suspend):
+        """An execution's run waits (engine/runner.py Execution._park): commit `suspend()` and
+        keep the execution here, blocked, until `step` claims the run again (returns the
+        claimed row) or it is sent away (returns None); "lost" if the suspension was refused."""
+        parked = Parked(ex)
+        with self.lock:  # (a claim of the run, possible once the suspension commits, finds it parked)
+            state = suspend()
+            if state == "lost":
+                return "lost"
+            if self.stopping.is_set():
+                parked.evict()
+            else:
+                self.warm.add(parked)
+            if self.active.get(ex.run.id) is ex:
+                del self.active[ex.run.id]
+            self.on_event("end", ex.run, state)
+        self.wakeup.set()
+        _release_connection(self.store)  # a parked run holds no database connection
+        parked.event.wait()
+        return parked.row
+
+    def evict_all(self):
+        """Send every parked run away: each stays waiting, and its next execution replays."""
+        with self.lock:
+            self.warm.evict_all()
 
     def _execute(self, ex):
         try:
@@ -173,9 +220,13 @@ class Worker:
             self.on_event("error", ex.run, lifecycle.internal_error_text(e))
         finally:
             with self.lock:
-                self.active.pop(ex.run.id, None)
+                if self.active.get(ex.run.id) is ex:
+                    del self.active[ex.run.id]
+                self.threads.discard(threading.current_thread())
             self.wakeup.set()
-        self.on_event("end", ex.run, state)
+            _release_connection(self.store)
+        if state != "evicted":  # (an evicted run's "end", waiting, was told when it parked)
+            self.on_event("end", ex.run, state)
 
     def run_forever(self, until=None, idle_exit=False):
         """Loop until `until()` is true, or (idle_exit) nothing is left but runs waiting for events."""
@@ -215,6 +266,7 @@ class Worker:
         """Stop claiming, and stop each running execution before its next effect: effects in
         progress finish and are recorded; the runs stay resumable. `shutdown` follows."""
         self.stopping.set()
+        self.evict_all()
         with self.lock:
             for ex in self.active.values():
                 ex.gate.drain.set()
@@ -223,6 +275,7 @@ class Worker:
         """Stop claiming. With `interrupt`, ask running executions to stop at once (an effect
         in progress is cancelled; their runs stay resumable); then wait up to `grace` seconds."""
         self.stopping.set()
+        self.evict_all()
         if interrupt:
             with self.lock:
                 for ex in self.active.values():
@@ -233,7 +286,11 @@ class Worker:
             self.clock.sleep(0.05)
         if self.active:
             _end_process_groups()
-        self.pool.shutdown(wait=not self.active, cancel_futures=True)
+        # evicted runs unwind their evaluation: let them end before the process may exit
+        with self.lock:
+            left = [t for t in self.threads if t is not threading.current_thread()]
+        for thread in left:
+            thread.join(timeout=max(0.1, end - self.clock.monotonic()))
 
     def stop(self, grace=10.0):
         """Drain within `grace` seconds: effects in progress may finish until HARD_STOP (or half
@@ -263,6 +320,14 @@ class Worker:
             if old is not None:
                 signal.signal(signal.SIGTERM, old)
         return 0
+
+
+def _release_connection(store):
+    """Close this thread's SQLite connection (a thread that ends or parks keeps none open)."""
+    from flowmetal.store.sqlite import SqliteStore
+
+    if isinstance(store, SqliteStore):
+        store.close()
 
 
 def _end_process_groups():
