@@ -105,15 +105,16 @@ def test_warm_children_and_eviction_fall_back_to_replay(tmp_path):
 
 def test_a_wait_far_away_is_not_parked(tmp_path):
     store, (name, texts) = _store(tmp_path, 'def main():\n    sleep("1h")\n')
-    create_run(store, SYSTEM, file=name, function="main", args={}, texts=texts, root_dir=str(tmp_path))
+    run_id = create_run(store, SYSTEM, file=name, function="main", args={}, texts=texts, root_dir=str(tmp_path))
     worker = Worker(store, SYSTEM, concurrency=1, warm=8)
     worker.step()
     end = time.monotonic() + 20
-    while worker.active or worker.threads:
+    while worker.active or store.get_run(run_id)["state"] != "waiting" or worker._idle != 1:
         assert time.monotonic() < end
         time.sleep(0.01)
-    assert len(worker.warm) == 0  # an hour's sleep costs a row, not a thread
+    assert len(worker.warm) == 0  # an hour's sleep costs a row, not a parked thread (its thread is idle)
     worker.shutdown(grace=1)
+    assert not worker.threads
 
 
 def _threads(pid):

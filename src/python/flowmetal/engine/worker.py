@@ -26,6 +26,7 @@ nothing); stopping the worker sends them all away (they stay waiting).
 """
 
 import os
+import queue
 import signal
 import socket
 import sys
@@ -51,6 +52,7 @@ def poll_seconds():
         return float(text) if text else RESCAN_SECONDS
     except ValueError:
         raise UserError(f"FLOWMETAL_POLL={text!r}: expected a number of seconds") from None
+IDLE_SECONDS = 30.0  # how long a thread whose execution ended waits for the next one
 HARD_STOP = 2.5  # seconds of the grace period kept for interrupting what did not finish (sh needs 2 s to kill)
 LOST_AFTER = 3 * RENEW_EVERY  # seconds without a heartbeat after which `flowmetal workers` says "lost"
 ERROR_REPORT_EVERY = 10.0  # the heartbeat reports a repeated error at most this often
@@ -102,7 +104,9 @@ class Worker:
         self.hurry = threading.Event()
         self._errors = {}  # heartbeat error text -> [last reported (monotonic), times since]
         self.registered = False  # in the workers table (`serve`: a `flowmetal worker` process)
-        self.threads = set()  # the threads of executions (running or parked), until they end
+        self.threads = set()  # the threads of executions (running, parked or idle), until they end
+        self._jobs = queue.SimpleQueue()  # executions to start, taken by idle threads
+        self._idle = 0  # threads waiting for a job
         self.warm = WarmRuns(warm_limit(warm))  # runs parked at a wait, continued in place (engine/warm.py)
         self.resumed_warm = 0  # claims that continued a parked run instead of replaying it
         self._heartbeat = threading.Thread(target=self._beat, name="flowmetal-heartbeat", daemon=True)
@@ -176,11 +180,44 @@ class Worker:
             with self.lock:
                 self.active[run.id] = ex
             self.on_event("start", run)
-            thread = threading.Thread(target=self._execute, args=(ex,), name=f"flowmetal-run-{run.id}", daemon=True)
-            with self.lock:
-                self.threads.add(thread)
-            thread.start()
+            self._start(ex)
         return started
+
+    def _start(self, ex):
+        """Run `ex` in an idle thread, or a new one: a thread stays with its execution while
+        it is parked, and waits IDLE_SECONDS for the next one when it ends (keeping its
+        database connection)."""
+        with self.lock:
+            self._jobs.put(ex)
+            if self._idle > 0:
+                self._idle -= 1
+                return
+            thread = threading.Thread(target=self._thread, name="flowmetal-run", daemon=True)
+            self.threads.add(thread)
+        thread.start()
+
+    def _thread(self):
+        try:
+            while True:
+                try:
+                    ex = self._jobs.get(timeout=IDLE_SECONDS)
+                except queue.Empty:
+                    with self.lock:
+                        if self._jobs.empty():  # (else a job was put for this thread: take it)
+                            self._idle -= 1
+                            return
+                    continue
+                if ex is None:  # (shutdown: this idle thread ends)
+                    with self.lock:
+                        self._idle -= 1
+                    return
+                self._execute(ex)
+                with self.lock:
+                    self._idle += 1
+        finally:
+            with self.lock:
+                self.threads.discard(threading.current_thread())
+            _release_connection(self.store)
 
     def park(self, ex, suspend):
         """An execution's run waits (engine/runner.py Execution._park): commit `suspend()` and
@@ -222,9 +259,7 @@ class Worker:
             with self.lock:
                 if self.active.get(ex.run.id) is ex:
                     del self.active[ex.run.id]
-                self.threads.discard(threading.current_thread())
             self.wakeup.set()
-            _release_connection(self.store)
         if state != "evicted":  # (an evicted run's "end", waiting, was told when it parked)
             self.on_event("end", ex.run, state)
 
@@ -289,6 +324,8 @@ class Worker:
         # evicted runs unwind their evaluation: let them end before the process may exit
         with self.lock:
             left = [t for t in self.threads if t is not threading.current_thread()]
+            for _ in left:
+                self._jobs.put(None)  # (an idle thread ends)
         for thread in left:
             thread.join(timeout=max(0.1, end - self.clock.monotonic()))
 
