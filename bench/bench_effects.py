@@ -1,10 +1,15 @@
 """How fast are journaled effects, compared with what the disk allows?
 
-Prints, all measured in this one process:
+Prints, all measured in this one process, for each `synchronous` setting asked
+(`--sync normal|full|both`; FULL is what FLOWMETAL_SYNC=full selects):
 
 - raw SQLite commits per second: one small INSERT per transaction, with the
-  store's pragmas (WAL, synchronous NORMAL), the floor every journaled effect
+  store's pragmas (WAL, synchronous NORMAL or FULL), the floor every durable step
   stands on;
+- journaled `now()` effects per second: a run of N of them (pure effects are
+  held and committed in groups, engine/gate_held.py, so this can exceed the raw
+  commit rate), and DBOS Transact steps returning time.time() at the same
+  setting when DBOS is installed (bench/requirements.txt; `--no-dbos` skips it);
 - journaled `sh("true")` effects per second: a workflow calling it N times,
   executed in-process by the runner (each effect is two journal writes, a
   started entry and its completion, around the command);
@@ -13,7 +18,10 @@ Prints, all measured in this one process:
 each as a ratio to the raw commit rate, next to the same effect performed
 without the journal (so the journal's share of the cost can be read off).
 
-    python3 bench/bench_effects.py [--sh N] [--http N] [--commits N]
+    python3 bench/bench_effects.py [--sync both] [--now N] [--sh N] [--http N] [--commits N] [--no-dbos] [--quick]
+
+bench_durability.py measures now() and sh("true") against DBOS in interleaved blocks
+(medians and ranges); this script is the quick single pass.
 """
 
 import argparse
@@ -26,6 +34,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from common import RawCommits, SqliteStore, effect_modules, execute_claimed, new_run_in
 
 WORKFLOW = """
+def now_loop(n):
+    for i in range(n):
+        now()
+    return n
+
 def sh_loop(n):
     for i in range(n):
         sh("true")
@@ -76,39 +89,67 @@ def bare_per_second(module, args, n):
     return n / (time.perf_counter() - start)
 
 
+def dbos_rates(sync, n, sh_n):
+    """(DBOS time.time() steps/s, subprocess steps/s) at `sync`, or None without DBOS."""
+    from dbos_baseline import DbosProcess, DbosUnavailable, marginal_rates
+
+    try:
+        with DbosProcess(sync) as dbos:
+            now = marginal_rates([(dbos.seconds("now", n), dbos.seconds("empty", 0), n) for _ in range(3)])
+            sh = marginal_rates([(dbos.seconds("sh", sh_n), dbos.seconds("empty", 0), sh_n) for _ in range(3)])
+        return sorted(now)[1], sorted(sh)[1]
+    except DbosUnavailable as e:
+        print(f"  (DBOS: {e})")
+        return None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sync", choices=("normal", "full", "both"), default="both")
+    parser.add_argument("--now", type=int, default=5000, help="now() effects to time (default 5000)")
     parser.add_argument("--sh", type=int, default=300, help="sh effects to time (default 300)")
     parser.add_argument("--http", type=int, default=300, help="http effects to time (default 300)")
     parser.add_argument("--commits", type=int, default=3000, help="raw commits to time (default 3000)")
+    parser.add_argument("--no-dbos", action="store_true", help="leave DBOS out")
+    parser.add_argument("--quick", action="store_true", help="small counts, to check the script")
     opts = parser.parse_args()
+    if opts.quick:
+        opts.now, opts.sh, opts.http, opts.commits = 1000, 30, 30, 300
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/hello"
+    _, modules = effect_modules()
+    sh_bare = bare_per_second(modules["sh"], {"cmd": "true"}, opts.sh)
+    http_bare = bare_per_second(modules["http"], {"url": url}, opts.http)
 
-    with tempfile.TemporaryDirectory(prefix="flowmetal-bench-") as tmp:
-        commits = 1 / RawCommits(row=(None, "x" * 200)).seconds_per_commit(opts.commits)
-        store = SqliteStore(os.path.join(tmp, "flowmetal.db"))
-        # Warm up: imports, parse cache, the first process spawn and connection.
-        journaled_per_second(store, "sh_loop", {"n": 3}, 3)
-        journaled_per_second(store, "http_loop", {"url": url, "n": 3}, 3)
-        sh_rate = journaled_per_second(store, "sh_loop", {"n": opts.sh}, opts.sh)
-        http_rate = journaled_per_second(store, "http_loop", {"url": url, "n": opts.http}, opts.http)
-        _, modules = effect_modules()
-        sh_bare = bare_per_second(modules["sh"], {"cmd": "true"}, opts.sh)
-        http_bare = bare_per_second(modules["http"], {"url": url}, opts.http)
-        store.close()
+    for sync in (("normal", "full") if opts.sync == "both" else (opts.sync,)):
+        with tempfile.TemporaryDirectory(prefix="flowmetal-bench-") as tmp:
+            commits = 1 / RawCommits(row=(None, "x" * 200), sync=sync).seconds_per_commit(opts.commits)
+            store = SqliteStore(os.path.join(tmp, "flowmetal.db"), synchronous_full=sync == "full")
+            # Warm up: imports, parse cache, the first process spawn and connection.
+            journaled_per_second(store, "now_loop", {"n": 3}, 3)
+            journaled_per_second(store, "sh_loop", {"n": 3}, 3)
+            journaled_per_second(store, "http_loop", {"url": url, "n": 3}, 3)
+            now_rate = journaled_per_second(store, "now_loop", {"n": opts.now}, opts.now)
+            sh_rate = journaled_per_second(store, "sh_loop", {"n": opts.sh}, opts.sh)
+            http_rate = journaled_per_second(store, "http_loop", {"url": url, "n": opts.http}, opts.http)
+            store.close()
+        dbos = None if opts.no_dbos else dbos_rates(sync, min(opts.now, 400), min(opts.sh, 50))
+        print(f"synchronous={sync.upper()} (WAL):")
+        print(f"  raw SQLite commits:                          {commits:10.0f} /s")
+        vs_dbos = f"   = {now_rate / dbos[0]:.1f} x DBOS time.time() steps ({dbos[0]:,.0f} /s)" if dbos else ""
+        print(f"  journaled now() effects:                     {now_rate:10.0f} /s   "
+              f"= {now_rate / commits:.2f} x raw commits{vs_dbos}")
+        vs_dbos = f"   = {sh_rate / dbos[1]:.2f} x DBOS subprocess steps ({dbos[1]:,.0f} /s)" if dbos else ""
+        print(f"  journaled sh(\"true\") effects:                {sh_rate:10.1f} /s   "
+              f"= {sh_rate / commits:.4f} x raw commits   (unjournaled: {sh_bare:.1f} /s, "
+              f"journal share {max(0.0, 1 - sh_rate / sh_bare):.0%}){vs_dbos}")
+        print(f"  journaled http GET effects (local server):   {http_rate:10.1f} /s   "
+              f"= {http_rate / commits:.4f} x raw commits   (unjournaled: {http_bare:.1f} /s, "
+              f"journal share {max(0.0, 1 - http_rate / http_bare):.0%})")
     server.shutdown()
-
-    print(f"raw SQLite commits (WAL, synchronous NORMAL): {commits:10.0f} /s")
-    print(f"journaled sh(\"true\") effects:                {sh_rate:10.1f} /s   "
-          f"= {sh_rate / commits:.4f} x raw commits   (unjournaled: {sh_bare:.1f} /s, "
-          f"journal share {max(0.0, 1 - sh_rate / sh_bare):.0%})")
-    print(f"journaled http GET effects (local server):   {http_rate:10.1f} /s   "
-          f"= {http_rate / commits:.4f} x raw commits   (unjournaled: {http_bare:.1f} /s, "
-          f"journal share {max(0.0, 1 - http_rate / http_bare):.0%})")
 
 
 if __name__ == "__main__":

@@ -126,9 +126,12 @@ class Bench:
         if self._worker is not None:
             self._worker.wakeup.set()
 
-    def worker(self, concurrency=4):
-        """A Worker on this bench's store, looping in a thread until the returned stop() is called."""
-        worker = Worker(self.store, SYSTEM, concurrency=concurrency)
+    def worker(self, concurrency=4, warm=None):
+        """A Worker on this bench's store, looping in a thread until the returned stop() is called.
+        `warm`: how many waiting runs it keeps parked (engine/warm.py; None: FLOWMETAL_WARM or the
+        default, 0: off)."""
+        worker = Worker(self.store, SYSTEM, concurrency=concurrency, warm=warm)
+        self.last_worker = worker
         done = threading.Event()
         thread = threading.Thread(target=worker.run_forever, kwargs={"until": done.is_set}, daemon=True)
         self._worker = worker

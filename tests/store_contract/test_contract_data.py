@@ -37,6 +37,32 @@ def test_the_journal_is_ordered_per_run_and_updated_by_its_owner(store, clock):
     assert [e["seq"] for e in store.journal("b")] == [1, 2]
 
 
+def test_a_batch_of_entries_is_written_all_or_none_by_the_owner_only(store, other, clock):
+    add_run(store, clock, "a")
+    store.claim("me", 30, run_id="a")
+    assert store.insert_journal_many([], "me")
+    assert store.insert_journal_many([entry("a", seq, result=str(seq)) for seq in (1, 2, 3)], "me")
+    assert [(e["seq"], e["result"]) for e in other.journal("a")] == [(1, "1"), (2, "2"), (3, "3")]
+    # fencing: another owner writes nothing, and neither does the owner of a run that is not running
+    assert not other.insert_journal_many([entry("a", 4), entry("a", 5)], "someone else")
+    assert [e["seq"] for e in store.journal("a")] == [1, 2, 3]
+    # inside a transaction it joins it: the next statements commit with it, a rollback takes it back
+    with store.transaction():
+        assert store.insert_journal_many([entry("a", 4), entry("a", 5)], "me")
+        assert store.insert_journal(entry("a", 6, status="started"), "me")
+    with pytest.raises(RuntimeError), store.transaction():
+        store.insert_journal_many([entry("a", 7), entry("a", 8)], "me")
+        raise RuntimeError("roll back")
+    assert [e["seq"] for e in other.journal("a")] == [1, 2, 3, 4, 5, 6]
+    # a duplicate position is an error of the store, and none of the batch is written
+    with pytest.raises(StoreError):
+        store.insert_journal_many([entry("a", 7), entry("a", 6)], "me")
+    assert [e["seq"] for e in other.journal("a")] == [1, 2, 3, 4, 5, 6]
+    store.end_run("a", "completed", owner="me", result="null")
+    assert not store.insert_journal_many([entry("a", 7)], "me")
+    assert len(store.journal("a")) == 6
+
+
 def test_a_fork_copies_a_journal_prefix_and_records_where_it_came_from(store, clock):
     add_run(store, clock, "old")
     store.claim("me", 30, run_id="old")

@@ -10,8 +10,11 @@ modules. For the call at journal position `seq`:
 - live (no entry yet): the call is recorded, performed, and its result
   recorded, before the program sees it.
 
-Pure effects (`now`, `random`, `uuid`, `env`) are performed and recorded in
-one commit: if the process dies first, nobody saw the value. Outside effects
+Pure effects (`now`, `random`, `uuid`, `env`) and log lines are held in
+memory and committed with the gate's next write (engine/gate_held.py: the
+next outside effect's started row, wait, spawn, or the execution's end; or
+when the group reaches its bound): if the process dies first, nobody saw the
+values, and the next execution makes them again. Outside effects
 (`sh`, `http`) are recorded as started before they run, so a crash mid-effect
 is seen on resume: the effect is performed again and marked re-executed.
 Waits (`sleep`, retry delays, `wait_signal`, `wait`) record what they wait
@@ -31,6 +34,11 @@ table (stored once by content hash); a dict result moves each large field to a
 blob of its own and keeps the small ones in the entry, so the same body
 fetched twice is stored once although its headers and duration differ.
 
+The gate is four modules: this one (dispatch, the journal cursor, records and
+completions, stops, logs, secrets, pure, outside and control effects),
+gate_waits.py (the waits), gate_deferred.py (deferred effects), gate_encoding.py
+(results as journal text, blobs) and gate_held.py (the grouped commit).
+
 Every builtin is declared once in the effect registry (effects/registry.py),
 with its kind; `effect()` dispatches on the kind. Effect implementations never
 see the store; only this module writes the journal.
@@ -44,34 +52,29 @@ are kept in the entry's data so that replay gives the program the very value
 it saw live (doc/effects.md, "Secrets").
 """
 
-import json
-import math
-import os
 import threading
+from contextlib import contextmanager
 
 from flowmetal import __version__
 from flowmetal.codec import canonical, content_hash, digest, loads
 from flowmetal.engine import retry as retry_mod
 from flowmetal.engine.effects import EffectContext
 from flowmetal.engine.effects.registry import (
-    CONTROL, DEFERRED, OUTSIDE, PURE, WAIT, BuiltinError, ChildrenWait, ContinueAsNew, Deferred, SignalWait,
-    SpawnChild, Timer, lookup, recorded_args, REGISTRY,
+    CONTROL, DEFERRED, OUTSIDE, PURE, WAIT, BuiltinError, ContinueAsNew, SpawnChild, lookup, recorded_args, REGISTRY,
 )
 from flowmetal.engine.effects import callbacks, children, pure, tasks, waits  # noqa: F401  (they register their builtins)
-from flowmetal.engine.effects.secrets import from_markers, mask, mask_spans, refill, to_markers
+from flowmetal.engine.effects.secrets import from_markers, mask, refill, to_markers
+from flowmetal.engine.gate_deferred import DeferredEffects
+from flowmetal.engine.gate_encoding import (  # noqa: F401 (re-exported: the gate's API)
+    BLOB_FIELD, BLOB_THRESHOLD, decode_result, encode_result,
+)
+from flowmetal.engine.gate_held import Held, Refused
+from flowmetal.engine.gate_waits import INLINE_WAIT, Waits  # noqa: F401 (re-exported)
 from flowmetal.errors import EffectError, NondeterminismError
-from flowmetal.model import Cancel, Continue, Interrupt, Lost, Nondeterminism, Suspend, WaitingFor
-from flowmetal.store.base import ENDED
+from flowmetal.model import Cancel, Continue, Interrupt, Lost, Nondeterminism, Suspend
 
 __all__ = ["BuiltinError", "Gate", "Stop", "decode_result", "mask", "run_stamp"]
 
-# Results whose JSON is larger than this are stored once in the blob table and
-# referenced from the journal entry (see doc/effects.md).
-BLOB_THRESHOLD = 64 * 1024
-# Fields of a blobbed dict result whose JSON is at least this long get a blob of their own.
-BLOB_FIELD = 1024
-# A wait whose remaining time is at most this is waited in place instead of suspending.
-INLINE_WAIT = 1.0
 # The digest rule of runs this release creates (doc/architecture.md, "Digests").
 DIGEST_VERSION = 2
 
@@ -91,29 +94,7 @@ class Stop(Exception):
     """Raised through the Starlark evaluation to end it on purpose; `Gate.stop` says why."""
 
 
-def _marker_like(value):
-    """A dict whose keys all start with "$" could be read back as an encoding marker."""
-    return isinstance(value, dict) and bool(value) and all(k.startswith("$") for k in value)
-
-
-def decode_result(store, text):
-    """The value of a journal result as stored (masked; resolving blob references)."""
-    value = loads(text)
-    if not _marker_like(value):
-        return value
-    if set(value) == {"$blob"}:
-        return loads(store.get_blob(value["$blob"]))
-    if set(value) == {"$value"}:
-        return value["$value"]
-    if set(value) == {"$parts", "$value"}:
-        whole = dict(value["$value"])
-        for key, digest_ in value["$parts"].items():
-            whole[key] = loads(store.get_blob(digest_))
-        return {key: whole[key] for key in sorted(whole)}
-    return value
-
-
-class Gate:
+class Gate(Waits, DeferredEffects):
     """Per-execution state of one run: its journal cursor and what stopped it."""
 
     def __init__(self, store, run, owner, clock, hooks):
@@ -137,6 +118,8 @@ class Gate:
         self.drain = threading.Event()  # set from outside: stop before the next effect (graceful shutdown)
         self.cancel_reason = None
         self.replayed = 0
+        self.park = None  # park(waiting_for, wake_at): set by the runner when the worker keeps waits warm
+        self.held = Held(store, self.run_id, owner, clock)  # pure entries and logs not yet written
         self._pure_ctx = EffectContext(run_id=self.run_id, seq=0, cancelled=self.cancel, clock=clock, run=run)
         self._kinds = {PURE: self._pure, OUTSIDE: self._with_retry, WAIT: self._wait, DEFERRED: self._deferred,
                        CONTROL: self._control}
@@ -176,6 +159,8 @@ class Gate:
     def _next(self, name, args, eff=None):
         """Advance to the next journal position; return (seq, recorded entry or None)."""
         self._check_stop()
+        if self.held.since is not None and self.held.overdue():
+            self.flush()
         self.seq += 1
         self.log_n = 0
         stored, dig = self._stored(name, args, eff, self.digest_rule)
@@ -194,7 +179,9 @@ class Gate:
             return self.seq, rec
         return self.seq, {"_new": True, "args": stored, "digest": dig}
 
-    def _record(self, seq, name, fresh, status, result=None, error=None, data=None, started=None):
+    def _record(self, seq, name, fresh, status, result=None, error=None, data=None, started=None, hold=False):
+        """Write a new entry (with what is held before it, in one transaction), or with `hold`
+        (a pure effect) keep it with them until the next write."""
         now = self.clock.now()
         text = None
         if status == "completed":
@@ -206,10 +193,49 @@ class Gate:
             "status": status, "result": text, "error": error, "data": None if data is None else canonical(data),
             "started_at": started or now, "ended_at": None if status == "started" else now,
         }
-        if not self.store.insert_journal(entry, self.owner):
-            self._lost()
         self.entries.append(entry)
+        if hold:
+            if self.held.add_entry(entry):
+                self.flush()
+        elif not self.held:
+            if not self.store.insert_journal(entry, self.owner):
+                self._lost()
+        else:
+            self._commit_held(lambda: None if self.store.insert_journal(entry, self.owner) else "lost")
         return entry
+
+    def flush(self):
+        """Commit what the gate holds (the entries of pure effects, log lines) now."""
+        if self.held:
+            self._commit_held(None)
+
+    def commit_with(self, change):
+        """`change()` (a lifecycle state change) in one transaction with what is held; its
+        value, or "lost". The runner ends, suspends and releases runs through this."""
+        return self.held.commit_with(change)
+
+    @contextmanager
+    def _transaction(self):
+        """A transaction of the gate's writes that also carries what is held."""
+        with self.store.transaction():
+            taken = None
+            if self.held:
+                try:
+                    taken = self.held.take()
+                except Refused:
+                    self._lost()
+            try:
+                yield
+            except BaseException:
+                if taken is not None:
+                    self.held.restore(taken)  # (rolled back: still held, for the execution's end)
+                raise
+
+    def _commit_held(self, then):
+        try:
+            return self.held.commit(then)
+        except Refused:
+            self._lost()
 
     def _complete(self, seq, result, reexecuted=False, error=None, status="completed"):
         fields = {"status": status, "result": None, "error": error, "ended_at": self.clock.now()}
@@ -219,7 +245,10 @@ class Gate:
                 fields["data"] = canonical({**(loads(self.entries[seq - 1]["data"]) or {}), "secrets": spans})
         if reexecuted:
             fields["reexecuted"] = 1
-        if not self.store.update_journal(self.run_id, seq, self.owner, **fields):
+        if self.held:  # (not in practice: the entry's started row committed what was held)
+            self._commit_held(lambda: None if self.store.update_journal(self.run_id, seq, self.owner, **fields)
+                              else "lost")
+        elif not self.store.update_journal(self.run_id, seq, self.owner, **fields):
             self._lost()
         self.entries[seq - 1].update(fields)
 
@@ -227,34 +256,8 @@ class Gate:
         return self._encode_spans(result)[0]
 
     def _encode_spans(self, result):
-        """(journal text of a result, secret spans): its canonical JSON, or a reference to blobs.
-
-        Encodings are dicts whose keys all start with "$": {"$blob": hash} (the
-        whole result), {"$parts": {field: hash}, "$value": small fields}, and
-        {"$value": v} for a result that would otherwise look like one of them.
-        """
-        if type(result) is int:
-            return str(result), None  # the hot path of now(): what canonical() gives, faster
-        if type(result) is float and math.isfinite(result):
-            return repr(result), None  # and of random()
-        if result is None:
-            return "null", None
-        value, spans = mask_spans(result, self.secret_names)
-        text = canonical(value)
-        if len(text) <= BLOB_THRESHOLD:
-            return (canonical({"$value": value}) if _marker_like(value) else text), spans
-        if isinstance(value, dict):
-            parts, small = {}, {}
-            for key, field in value.items():
-                field_text = canonical(field)
-                if len(field_text) >= BLOB_FIELD:
-                    parts[key] = self.store.put_blob(field_text, self.clock.now())
-                else:
-                    small[key] = field
-            doc = canonical({"$parts": parts, "$value": small})
-            if len(doc) <= BLOB_THRESHOLD:
-                return doc, spans
-        return canonical({"$blob": self.store.put_blob(text, self.clock.now())}), spans
+        """(journal text of a result, secret spans): see gate_encoding.encode_result."""
+        return encode_result(self.store, self.clock, self.secret_names, result)
 
     def _decode(self, rec):
         """A recorded result (an entry, or its result text) as the program saw it: secrets
@@ -292,15 +295,29 @@ class Gate:
         raise Stop("lost ownership of the run")
 
     def _suspend(self, waiting_for, wake_at):
-        self.stop = Suspend(waiting_for, wake_at)
-        raise Stop("suspend")
+        """Suspend the run at a wait. Without `park` the evaluation stops (a later execution
+        replays to here). With it (a worker's warm waits, engine/warm.py) the run is suspended
+        in the database and this thread blocks; it returns when the run was claimed again
+        here, and the caller asks its wait again, as replay would."""
+        if self.park is None:
+            self.stop = Suspend(waiting_for, wake_at)
+            raise Stop("suspend")
+        self.park(waiting_for, wake_at)  # (raises Stop when evicted or lost)
+        self._check_stop()
+
+    def rebind(self, run):
+        """The run's row as a later claim gave it (a warm wait continued in place)."""
+        self.run = run
+        self._pure_ctx = EffectContext(run_id=self.run_id, seq=0, cancelled=self.cancel, clock=self.clock, run=run)
 
     # --- logs ---------------------------------------------------------------
 
     def log(self, text, stream="log"):
         """A `print`/`log` line: keyed by journal position so replay does not repeat it."""
         self.log_n += 1
-        self.store.add_logs(self.run_id, [(self.seq, self.log_n, self.clock.now(), stream, mask(text, self.secrets))])
+        if self.held.add_log((self.seq, self.log_n, self.clock.now(), stream, mask(text, self.secrets))) \
+                or self.held.overdue():
+            self.flush()
 
     def _effect_log(self, seq):
         counter = iter(range(1_000_000, 2_000_000))
@@ -333,7 +350,7 @@ class Gate:
         """`value` as another run stores it: secrets by name (markers), never by value."""
         return to_markers(value, self.secret_names)
 
-    # --- pure effects: one commit ------------------------------------------
+    # --- pure effects: held, committed with the next write ----------------------
 
     def _pure(self, eff, args):
         name = eff.name
@@ -341,12 +358,12 @@ class Gate:
         if eff.secret:  # read at every execution, never journaled: the entry holds the name only
             value = self.read_secret(args["name"])
             if "_new" in rec:
-                self._record(seq, name, rec, "completed", result=None, data={"masked": True})
+                self._record(seq, name, rec, "completed", result=None, data={"masked": True}, hold=True)
             return value
         if "_new" not in rec:
             return self._decode(rec)
         value = eff.perform(args, self._pure_ctx)
-        self._record(seq, name, rec, "completed", result=value)
+        self._record(seq, name, rec, "completed", result=value, hold=True)
         return value
 
     # --- outside effects: started, performed, completed ---------------------
@@ -404,182 +421,6 @@ class Gate:
             raise BuiltinError(f"{name}() failed{suffix}: {detail}" + (f"\nstderr: {tail}" if tail else ""))
         return result
 
-    # --- waits ----------------------------------------------------------------
-
-    def _wait(self, eff, args):
-        spec = eff.perform(args, self._pure_ctx)
-        if isinstance(spec, Timer):
-            return self._timer(eff.name, args, spec.seconds, eff)
-        if isinstance(spec, SignalWait):
-            return self._wait_signal(eff, args, spec)
-        if isinstance(spec, ChildrenWait):
-            return self._wait_children(eff, args, spec)
-        raise TypeError(f"{eff.name}: a wait effect returned {spec!r}")
-
-    def _wait_until(self, until):
-        """Wait in place when the wait is short, else suspend. Returns when `until` has passed."""
-        remaining = until - self.clock.now()
-        if remaining > INLINE_WAIT:
-            return False
-        if remaining > 0:
-            self.clock.wait(self.cancel, remaining)
-            self._check_stop()
-        return True
-
-    def _timer(self, name, args, seconds, eff=None):
-        seq, rec = self._next(name, args, eff)
-        if "_new" in rec:
-            until = self.clock.now() + seconds
-            rec = self._record(seq, name, rec, "started", data={"until": until})
-        elif rec["status"] != "started":
-            return None
-        until = loads(rec["data"])["until"]
-        if self._wait_until(until):
-            self._complete(seq, None)
-            return None
-        self._suspend(WaitingFor(kind="timer", builtin=name, until=until), until)
-
-    def _open_wait(self, eff, args, timeout, data=None):
-        """The journal position of a wait with an optional `timeout`.
-
-        Returns (seq, done, value, deadline): `done` with the recorded value when the
-        wait already ended; else the deadline (None: no timeout), recorded on first call."""
-        seq, rec = self._next(eff.name, args, eff)
-        if "_new" in rec:
-            deadline = None if timeout is None else self.clock.now() + timeout
-            self._record(seq, eff.name, rec, "started", data={**(data or {}), "deadline": deadline})
-            return seq, False, None, deadline
-        if rec["status"] != "started":
-            return seq, True, self._decode(rec), None
-        return seq, False, None, loads(rec["data"])["deadline"]
-
-    def _wait_signal(self, eff, args, spec):
-        seq, done, value, deadline = self._open_wait(eff, args, spec.timeout)
-        if done:
-            return value
-        with self.store.transaction():
-            signal = self.store.take_signal(self.run_id, spec.name, seq)
-            if signal is not None:
-                payload = json.loads(signal["payload"])
-                self._complete(seq, payload)
-                return payload
-        if deadline is not None and self._wait_until(deadline):
-            self._complete(seq, None)
-            return None
-        self._suspend(WaitingFor(kind="signal", name=spec.name, until=deadline), deadline)
-
-    def _wait_children(self, eff, args, spec):
-        """Every child ended (or, with `any`, one): the results in handle order; children still
-        going show their state (pending, running, waiting) with ok False and no value."""
-        seq, done, value, deadline = self._open_wait(eff, args, spec.timeout)
-        if done:
-            return value
-        results = self.hooks.child_results(self, list(spec.handles))
-        pending = [r["id"] for r in results if r["state"] not in ENDED]
-        timed_out = deadline is not None and self.clock.now() >= deadline
-        enough = not pending or (spec.any and len(pending) < len(results))
-        if not enough and not timed_out:
-            self._suspend(WaitingFor(kind="children", runs=tuple(pending), any=spec.any, until=deadline), deadline)
-        value = [{k: r[k] for k in ("error", "ok", "state", "value")} for r in results]  # replay's order
-        self._complete(seq, value)
-        return value
-
-    # --- deferred effects: a result delivered from outside ----------------------
-
-    def _deferred(self, eff, args):
-        """Record the effect as started, with the `deferred` row of what it waits for, in one
-        transaction; then take the result someone completed (engine/deferred.py), give up at
-        the deadline, or suspend holding nothing until complete_effect wakes the run.
-        The journaled value is {"ok", "value", "error", "attempts"}; with check (the
-        default) a failed one fails the run."""
-        spec = eff.perform(args, self._context(self.seq + 1))
-        if not isinstance(spec, Deferred):
-            raise TypeError(f"{eff.name}: a deferred effect returned {spec!r}")
-        if not spec.wait:
-            return self._create_deferred(eff, args, spec)
-        seq, rec = self._next(eff.name, args, eff)
-        if spec.target is not None:
-            if "_new" in rec:
-                deadline = None if spec.timeout is None else self.clock.now() + spec.timeout
-                self._record(seq, eff.name, rec, "started", data={"deferred": spec.detail, "deadline": deadline})
-                value = self._await_deferred(eff, seq, deadline, spec, row_seq=spec.target)
-            elif rec["status"] == "started":
-                value = self._await_deferred(eff, seq, loads(rec["data"])["deadline"], spec, row_seq=spec.target)
-            else:
-                value = self._decode(rec)
-            return value
-        if "_new" in rec:
-            deadline = None if spec.timeout is None else self.clock.now() + spec.timeout
-            with self.store.transaction():
-                self._record(seq, eff.name, rec, "started", data={"deferred": spec.detail, "deadline": deadline})
-                self.store.insert_deferred({
-                    "run_id": self.run_id, "seq": seq, "builtin": eff.name, "queue": spec.detail.get("queue"),
-                    "detail": canonical(spec.detail), "deadline": deadline, "created_at": self.clock.now()})
-            value = self._await_deferred(eff, seq, deadline, spec)
-        elif rec["status"] == "started":
-            value = self._await_deferred(eff, seq, loads(rec["data"])["deadline"], spec)
-        else:
-            value = self._decode(rec)
-        if not value["ok"] and args.get("check", True):
-            raise BuiltinError(f"{eff.name}() failed: {value['error']}")
-        return value
-
-    def _create_deferred(self, eff, args, spec):
-        """callback(): record it and its row (with the hash of its URL token) in one
-        transaction, and return it with its URL, derived again at every execution."""
-        from flowmetal.engine import deferred
-
-        seq, rec = self._next(eff.name, args, eff)
-        token = deferred.callback_token(deferred.server_secret(os.path.dirname(os.path.abspath(self.store.path))),
-                                        self.run_id, seq)
-        if token not in self.secret_names:  # masked wherever the run's text is stored (args of http()...)
-            self.secrets.append(token)
-            self.secret_names[token] = f"CALLBACK_{seq}"
-        if "_new" in rec:
-            deadline = None if spec.timeout is None else self.clock.now() + spec.timeout
-            value = {"id": f"{self.run_id}:{seq}", "seq": seq, "name": spec.detail.get("callback"),
-                     "approval": spec.detail.get("approval", False), "deadline": deadline,
-                     "base": deferred.public_url()}  # (journaled: replay gives the same URL)
-            with self.store.transaction():
-                self._record(seq, eff.name, rec, "completed", result=value)
-                self.store.insert_deferred({
-                    "run_id": self.run_id, "seq": seq, "builtin": eff.name, "queue": None,
-                    "detail": canonical(spec.detail), "deadline": deadline, "created_at": self.clock.now(),
-                    "token_hash": deferred.token_hash(token)})
-        else:
-            value = self._decode(rec)
-        base = value.pop("base")
-        return {**value, "url": f"{base}/callbacks/{token}"}
-
-    def _await_deferred(self, eff, seq, deadline, spec, row_seq=None):
-        """Journal entry `seq` waits for the deferred row at `row_seq` (default: its own)."""
-        row_seq = row_seq or seq
-        with self.store.transaction():
-            row = self.store.get_deferred(self.run_id, row_seq)
-            if row is None:
-                raise BuiltinError(f"{eff.name}(): no callback at journal position {row_seq}")
-            now = self.clock.now()
-            if row["deadline"] is not None:
-                deadline = row["deadline"] if deadline is None else min(deadline, row["deadline"])
-            if row["state"] == "waiting" and deadline is not None and now >= deadline:
-                if row["deadline"] is None or now < row["deadline"] or \
-                        self.store.expire_deferred(self.run_id, row_seq, now):
-                    row = {**row, "state": "expired"}
-                else:
-                    row = self.store.get_deferred(self.run_id, row_seq)  # (completed first)
-            if row["state"] != "waiting":
-                if row["state"] == "completed":
-                    ok = row["error"] is None
-                    value = {"ok": ok, "value": loads(row["result"]) if ok else None, "error": row["error"]}
-                else:
-                    value = {"ok": False, "value": None, "error": "timed out"
-                             + (f" after {spec.timeout:g}s" if spec.timeout is not None else "")}
-                value["attempts"] = row.get("attempts") or 1  # (a task's claims; engine/tasks.py)
-                self._complete(seq, value, reexecuted=bool(row.get("lost")))  # a lease expired: done again
-                return value
-        self._suspend(WaitingFor(kind="effect", seq=row_seq, builtin=eff.name, detail=spec.detail, until=deadline),
-                      deadline)
-
     # --- control: the run tree ----------------------------------------------
 
     def _control(self, eff, args):
@@ -588,7 +429,7 @@ class Gate:
         if isinstance(request, SpawnChild):
             if "_new" not in rec:
                 return self._decode(rec)
-            with self.store.transaction():
+            with self._transaction():
                 child_id = self.hooks.spawn_child(self, seq, request.ref, self._for_another_run(request.args),
                                                   self._for_another_run(request.kwargs))
                 self._record(seq, eff.name, rec, "completed", result=child_id)

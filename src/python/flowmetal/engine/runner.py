@@ -3,7 +3,8 @@ the gate, and record how the execution ended (completed, failed, waiting...).
 
 The gate says why an execution stopped with a typed reason (model.py: Suspend,
 Continue, Cancel, Lost, Interrupt, Nondeterminism); the runner reads it and
-asks engine/lifecycle.py for the matching state change.
+asks engine/lifecycle.py for the matching state change, in one transaction
+with what the gate still holds in memory (engine/gate_held.py).
 """
 
 import json
@@ -20,7 +21,8 @@ from flowmetal.lang.diagnostics import strip_prelude_frames
 from flowmetal.lang.loader import Program, top_level_functions
 from flowmetal.lang.safe import guard
 from flowmetal.lang.workspace import PinnedSources
-from flowmetal.model import Cancel, Continue, Interrupt, Nondeterminism, Run, Suspend, stop_reason
+from flowmetal.engine.warm import WARM_HORIZON, Evicted
+from flowmetal.model import Cancel, Continue, Interrupt, Lost, Nondeterminism, Run, Suspend, stop_reason
 
 MAX_CALLSTACK = 500
 
@@ -69,9 +71,37 @@ class Hooks:
 class Execution:
     """One attempt at executing a run, from replay to the point where it stops."""
 
-    def __init__(self, store, run, owner, clock):
+    def __init__(self, store, run, owner, clock, keeper=None):
         self.store, self.run, self.owner, self.clock = store, Run.from_row(run), owner, clock
         self.gate = Gate(store, self.run, owner, clock, Hooks(store, clock))
+        self.keeper = keeper  # a worker that keeps waits warm (engine/warm.py), or None
+        if keeper is not None:
+            self.gate.park = self._park
+
+    def _park(self, waiting_for, wake_at):
+        """The gate's park: suspend the run (with what the gate holds) and block until the
+        worker claims it again (then go on in place) or sends it away (then stop, writing
+        nothing: the run stays waiting, and a later execution replays it)."""
+        gate = self.gate
+        if wake_at is not None and wake_at - self.clock.now() > WARM_HORIZON:  # a long sleep: one row, no thread
+            gate.stop = Suspend(waiting_for, wake_at)
+            raise Stop("suspend")
+        row = self.keeper.park(self, lambda: gate.commit_with(lambda: lifecycle.suspend(
+            self.store, self.clock, self.run, self.owner, waiting_for, wake_at)))
+        if row == "lost":
+            gate.stop = Lost()
+            raise Stop("lost ownership of the run")
+        if row is None:
+            gate.stop = Evicted()
+            raise Stop("evicted")
+        self.run = Run.from_row(row)
+        gate.rebind(self.run)
+        if self.run.deadline is not None and self.clock.now() >= self.run.deadline:
+            gate.cancel_reason = "timed_out"
+            gate.cancel.set()
+        elif self.run.cancel_requested:
+            gate.cancel_reason = self.run.cancel_requested
+            gate.cancel.set()
 
     def execute(self):
         """Returns the state the run is left in (or "interrupted", "lost")."""
@@ -110,6 +140,8 @@ class Execution:
         return self._end("completed", result=result)
 
     def _stopped(self, error):
+        if isinstance(self.gate.stop, Evicted):
+            return "evicted"
         stop = stop_reason(self.gate.stop)  # (the gate may still set the old tuples)
         if stop is None:
             if self.gate.cancel.is_set():  # check_cancelled stopped a pure Starlark loop
@@ -119,9 +151,11 @@ class Execution:
                 return self._end(reason, error=reason.replace("_", " "))
             return self._end("failed", error=error_text(strip_prelude_frames(str(error), self.texts.__getitem__)))
         if isinstance(stop, Suspend):
-            return lifecycle.suspend(self.store, self.clock, self.run, self.owner, stop.waiting_for, stop.wake_at)
+            return self.gate.commit_with(lambda: lifecycle.suspend(
+                self.store, self.clock, self.run, self.owner, stop.waiting_for, stop.wake_at))
         if isinstance(stop, Continue):
-            return lifecycle.continue_as_new(self.store, self.clock, self.run, self.owner, stop.kwargs)
+            return self.gate.commit_with(lambda: lifecycle.continue_as_new(
+                self.store, self.clock, self.run, self.owner, stop.kwargs))
         if isinstance(stop, Cancel):
             return self._end(stop.state, error=stop.state.replace("_", " "))
         if isinstance(stop, Nondeterminism):
@@ -132,11 +166,13 @@ class Execution:
 
     def _interrupted(self):
         """Leave the run resumable: still running, with no live owner."""
-        lifecycle.release(self.store, self.run, self.owner)
+        self.gate.commit_with(lambda: lifecycle.release(self.store, self.run, self.owner))
         return "interrupted"
 
     def _end(self, state, result=None, error=None):
         if self.gate.secrets:  # a secret never reaches the database, not even in an error
             error = mask(error, self.gate.secrets)
             result = mask(result, self.gate.secrets)
-        return lifecycle.end(self.store, self.clock, self.run, self.owner, state, result=result, error=error)
+        # what the gate holds (pure entries, log lines) commits with the run's end
+        return self.gate.commit_with(lambda: lifecycle.end(
+            self.store, self.clock, self.run, self.owner, state, result=result, error=error))

@@ -17,18 +17,25 @@ that says so (lifecycle.fail_internal) and releases it: it never stays
 SIGTERM drains it (`stop`): no new claims, effects in progress get the grace
 period to finish, then the rest is interrupted (their `sh` process groups are
 ended), every unfinished run stays resumable, and it returns 0.
+
+Warm waits (engine/warm.py): each execution has a thread of its own; a run
+that suspends stays parked in it (up to `warm` runs, FLOWMETAL_WARM), and when
+the worker claims that run again it continues there instead of replaying.
+Parked runs do not count against `concurrency` (they hold no lease and run
+nothing); stopping the worker sends them all away (they stay waiting).
 """
 
 import os
+import queue
 import signal
 import socket
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from flowmetal.clock import SYSTEM
 from flowmetal.engine import faults, lifecycle
 from flowmetal.engine.runner import Execution
+from flowmetal.engine.warm import Parked, WarmRuns, warm_limit
 from flowmetal.errors import UserError
 
 HEARTBEAT_SECONDS = 0.5
@@ -45,6 +52,7 @@ def poll_seconds():
         return float(text) if text else RESCAN_SECONDS
     except ValueError:
         raise UserError(f"FLOWMETAL_POLL={text!r}: expected a number of seconds") from None
+IDLE_SECONDS = 30.0  # how long a thread whose execution ended waits for the next one
 HARD_STOP = 2.5  # seconds of the grace period kept for interrupting what did not finish (sh needs 2 s to kill)
 LOST_AFTER = 3 * RENEW_EVERY  # seconds without a heartbeat after which `flowmetal workers` says "lost"
 ERROR_REPORT_EVERY = 10.0  # the heartbeat reports a repeated error at most this often
@@ -82,7 +90,7 @@ def _stderr(line):
 
 
 class Worker:
-    def __init__(self, store, clock, concurrency=4, root_id=None, run_id=None, on_event=None, log=None):
+    def __init__(self, store, clock, concurrency=4, root_id=None, run_id=None, on_event=None, log=None, warm=None):
         self.store, self.clock = store, clock
         self.concurrency = max(1, concurrency)
         self.root_id, self.run_id = root_id, run_id
@@ -96,7 +104,11 @@ class Worker:
         self.hurry = threading.Event()
         self._errors = {}  # heartbeat error text -> [last reported (monotonic), times since]
         self.registered = False  # in the workers table (`serve`: a `flowmetal worker` process)
-        self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="flowmetal-run")
+        self.threads = set()  # the threads of executions (running, parked or idle), until they end
+        self._jobs = queue.SimpleQueue()  # executions to start, taken by idle threads
+        self._idle = 0  # threads waiting for a job
+        self.warm = WarmRuns(warm_limit(warm))  # runs parked at a wait, continued in place (engine/warm.py)
+        self.resumed_warm = 0  # claims that continued a parked run instead of replaying it
         self._heartbeat = threading.Thread(target=self._beat, name="flowmetal-heartbeat", daemon=True)
         self._heartbeat.start()
 
@@ -153,25 +165,103 @@ class Worker:
             run = lifecycle.claim(self.store, self.owner, root_id=self.root_id, run_id=self.run_id)
             if run is None:
                 break
-            ex = Execution(self.store, run, self.owner, self.clock)
+            started += 1
+            with self.lock:
+                parked = self.warm.take(run.id)
+                if parked is not None and parked.fresh(run):  # warm: it goes on where it waits
+                    self.active[run.id] = parked.execution
+                    self.resumed_warm += 1
+                    self.on_event("start", run)
+                    parked.resume(run)
+                    continue
+                if parked is not None:  # another execution came between: replay
+                    parked.evict()
+            ex = Execution(self.store, run, self.owner, self.clock, keeper=self if self.warm.limit else None)
             with self.lock:
                 self.active[run.id] = ex
             self.on_event("start", run)
-            self.pool.submit(self._execute, ex)
-            started += 1
+            self._start(ex)
         return started
+
+    def _start(self, ex):
+        """Run `ex` in an idle thread, or a new one: a thread stays with its execution while
+        it is parked, and waits IDLE_SECONDS for the next one when it ends (keeping its
+        database connection)."""
+        with self.lock:
+            self._jobs.put(ex)
+            if self._idle > 0:
+                self._idle -= 1
+                return
+            thread = threading.Thread(target=self._thread, name="flowmetal-run", daemon=True)
+            self.threads.add(thread)
+        thread.start()
+
+    def _thread(self):
+        try:
+            while True:
+                try:
+                    ex = self._jobs.get(timeout=IDLE_SECONDS)
+                except queue.Empty:
+                    with self.lock:
+                        if self._jobs.empty():  # (else a job was put for this thread: take it)
+                            self._idle -= 1
+                            return
+                    continue
+                if ex is None:  # (shutdown: this idle thread ends)
+                    with self.lock:
+                        self._idle -= 1
+                    return
+                self._execute(ex)
+                with self.lock:
+                    self._idle += 1
+        finally:
+            with self.lock:
+                self.threads.discard(threading.current_thread())
+            _release_connection(self.store)
+
+    def park(self, ex, suspend):
+        """An execution's run waits (engine/runner.py Execution._park): commit `suspend()` and
+        keep the execution here, blocked, until `step` claims the run again (returns the
+        claimed row) or it is sent away (returns None); "lost" if the suspension was refused."""
+        parked = Parked(ex)
+        with self.lock:  # (a claim of the run, possible once the suspension commits, finds it parked)
+            state = suspend()
+            if state == "lost":
+                return "lost"
+            if self.stopping.is_set():
+                parked.evict()
+            else:
+                self.warm.add(parked)
+            if self.active.get(ex.run.id) is ex:
+                del self.active[ex.run.id]
+            self.on_event("end", ex.run, state)
+        self.wakeup.set()
+        _release_connection(self.store)  # a parked run holds no database connection
+        parked.event.wait()
+        return parked.row
+
+    def evict_all(self):
+        """Send every parked run away: each stays waiting, and its next execution replays."""
+        with self.lock:
+            self.warm.evict_all()
 
     def _execute(self, ex):
         try:
             state = ex.execute()
         except Exception as e:  # a bug of ours: fail the run saying so, never leave it running
-            state = lifecycle.fail_internal(self.store, self.clock, ex.run, self.owner, e)
+            try:  # with what the gate holds (its log lines), unless writing that is what failed
+                state = ex.gate.commit_with(lambda: lifecycle.fail_internal(self.store, self.clock, ex.run,
+                                                                             self.owner, e))
+            except Exception:
+                state = lifecycle.fail_internal(self.store, self.clock, ex.run, self.owner, e)
             self.on_event("error", ex.run, lifecycle.internal_error_text(e))
         finally:
             with self.lock:
-                self.active.pop(ex.run.id, None)
+                if self.active.get(ex.run.id) is ex:
+                    del self.active[ex.run.id]
             self.wakeup.set()
-        self.on_event("end", ex.run, state)
+        if state != "evicted":  # (an evicted run's "end", waiting, was told when it parked)
+            self.on_event("end", ex.run, state)
 
     def run_forever(self, until=None, idle_exit=False):
         """Loop until `until()` is true, or (idle_exit) nothing is left but runs waiting for events."""
@@ -211,6 +301,7 @@ class Worker:
         """Stop claiming, and stop each running execution before its next effect: effects in
         progress finish and are recorded; the runs stay resumable. `shutdown` follows."""
         self.stopping.set()
+        self.evict_all()
         with self.lock:
             for ex in self.active.values():
                 ex.gate.drain.set()
@@ -219,6 +310,7 @@ class Worker:
         """Stop claiming. With `interrupt`, ask running executions to stop at once (an effect
         in progress is cancelled; their runs stay resumable); then wait up to `grace` seconds."""
         self.stopping.set()
+        self.evict_all()
         if interrupt:
             with self.lock:
                 for ex in self.active.values():
@@ -229,7 +321,13 @@ class Worker:
             self.clock.sleep(0.05)
         if self.active:
             _end_process_groups()
-        self.pool.shutdown(wait=not self.active, cancel_futures=True)
+        # evicted runs unwind their evaluation: let them end before the process may exit
+        with self.lock:
+            left = [t for t in self.threads if t is not threading.current_thread()]
+            for _ in left:
+                self._jobs.put(None)  # (an idle thread ends)
+        for thread in left:
+            thread.join(timeout=max(0.1, end - self.clock.monotonic()))
 
     def stop(self, grace=10.0):
         """Drain within `grace` seconds: effects in progress may finish until HARD_STOP (or half
@@ -259,6 +357,14 @@ class Worker:
             if old is not None:
                 signal.signal(signal.SIGTERM, old)
         return 0
+
+
+def _release_connection(store):
+    """Close this thread's SQLite connection (a thread that ends or parks keeps none open)."""
+    from flowmetal.store.sqlite import SqliteStore
+
+    if isinstance(store, SqliteStore):
+        store.close()
 
 
 def _end_process_groups():

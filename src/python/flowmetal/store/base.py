@@ -167,6 +167,11 @@ class Store(ABC):
         digest, status, result, error, data, started_at, ended_at (None where unset)."""
 
     @abstractmethod
+    def insert_journal_many(self, entries: list, owner: str) -> bool:
+        """Several new entries of one run in one transaction (the gate's grouped commit of pure
+        effects), fenced as insert_journal: all are written, or none and False (another owner,
+        or the run is no longer running). Joins the caller's transaction if there is one."""
+
     def update_journal(self, run_id: str, seq: int, owner: str, **fields) -> bool: ...
 
     def fork_journal(self, source_id: str, run_id: str, upto: int):

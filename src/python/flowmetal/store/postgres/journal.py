@@ -13,6 +13,10 @@ _INSERT_JOURNAL = (
 )
 
 
+class _NotOwner(Exception):
+    """A fenced batch wrote fewer rows than it had: roll it back."""
+
+
 class JournalTables:
     # --- journal -------------------------------------------------------------
 
@@ -24,6 +28,19 @@ class JournalTables:
     def insert_journal(self, entry, owner):
         """The hot path of every effect: one statement, fenced by the owner, committed alone."""
         return self.q(_INSERT_JOURNAL, (*journal_values(entry), entry["run_id"], owner)).rowcount == 1
+
+    def insert_journal_many(self, entries, owner):
+        """The fenced INSERT of each entry inside one transaction: all rows or none."""
+        if not entries:
+            return True
+        try:
+            with self.transaction():
+                for e in entries:
+                    if self.q(_INSERT_JOURNAL, (*journal_values(e), e["run_id"], owner)).rowcount != 1:
+                        raise _NotOwner()  # (rolls back what was written, when the transaction is ours)
+        except _NotOwner:
+            return False
+        return True
 
     def fork_journal(self, source_id, run_id, upto):
         """Copy entries 1..`upto` of `source_id`'s journal to the new run `run_id` and record it

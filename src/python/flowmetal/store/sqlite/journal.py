@@ -7,6 +7,10 @@ from flowmetal.errors import StoreError
 from flowmetal.store.sqlite.schema import JOURNAL_COLUMNS, JOURNAL_KEY, journal_values
 
 
+class _NotOwner(Exception):
+    """A fenced batch wrote fewer rows than it had: roll it back."""
+
+
 class JournalTables:
     # --- journal -------------------------------------------------------------
 
@@ -36,6 +40,23 @@ class JournalTables:
                 return conn.execute(self._INSERT_JOURNAL, params).rowcount == 1
         except sqlite3.DatabaseError as e:
             raise self._error(e) from None
+
+    def insert_journal_many(self, entries, owner):
+        """One executemany of the fenced INSERT inside one transaction: all rows or none."""
+        if not entries:
+            return True
+        params = [(e["seq"], *journal_values(e), e["run_id"], owner) for e in entries]
+        try:
+            with self.transaction():
+                try:
+                    written = self.conn.executemany(self._INSERT_JOURNAL, params).rowcount
+                except sqlite3.DatabaseError as e:
+                    raise self._error(e) from None
+                if written != len(params):
+                    raise _NotOwner()  # (rolls back what was written, when the transaction is ours)
+        except _NotOwner:
+            return False
+        return True
 
     def update_journal(self, run_id, seq, owner, **fields):
         sets = ", ".join(f"{k} = ?" for k in fields)
