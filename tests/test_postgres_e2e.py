@@ -349,3 +349,22 @@ def test_transactions_of_different_run_trees_commit_at_once(pg):
     finally:
         st.close()
         other.close()
+
+
+CALLBACK = """
+def main():
+    cb = callback(name = "go", timeout = "1s")
+    return [cb.url.startswith("http"), wait_callback(cb)]
+"""
+
+
+def test_callbacks_on_postgres_need_the_shared_secret_file(pg, tmp_path):
+    pg.write("cb.star", CALLBACK)
+    r = pg("run", "cb.star")
+    assert r.returncode == 1 and '.py", line' not in r.stderr, r.stderr  # the run's Starlark trace, no Python's
+    assert "callback URLs on PostgreSQL need FLOWMETAL_SECRET_FILE" in r.stderr and "cb.star:3:10" in r.stderr
+    secret = tmp_path / "secret"
+    r = pg("run", "cb.star", env={"FLOWMETAL_SECRET_FILE": str(secret)})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [True, None]  # the URL derived, the wait timed out
+    assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_text().strip()) == 64

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from flowmetal.clock import SYSTEM
 from flowmetal.codec import canonical, content_hash, loads  # noqa: F401 (loads: for the routes)
+from flowmetal.errors import UserError
 
 COMPLETED, DUPLICATE, CONFLICT, EXPIRED, VOID, UNKNOWN = (
     "completed", "duplicate", "conflict", "expired", "void", "unknown")
@@ -84,16 +85,39 @@ def is_done(store, run_id, seq):
 # The token of a callback URL is HMAC-SHA256(server secret, "callback:<run id>:<seq>"),
 # base64url (256 bits). The journal records the callback without its URL; every
 # execution derives the same URL again, and the `deferred` row keeps only the
-# token's SHA-256 to find it. The secret is a file next to the database
-# (`.flowmetal/secret`, created 0600 with 32 random bytes), never in the database.
+# token's SHA-256 to find it. The secret is a file, never in the database: the file
+# FLOWMETAL_SECRET_FILE names (on PostgreSQL it must: the same file on every machine, so a
+# run replayed on another machine derives the same URL), or, on SQLite, `secret` next to
+# the database (`.flowmetal/secret`), created 0600 with 32 random bytes.
 
 SECRET_FILE = "secret"
+
+
+def secret_path(store):
+    """The server secret's file for `store` (see above); UserError if there is none."""
+    named = os.environ.get("FLOWMETAL_SECRET_FILE")
+    if named:
+        return named
+    path = getattr(store, "path", None) or ""
+    if "://" in path:
+        raise UserError("callback URLs on PostgreSQL need FLOWMETAL_SECRET_FILE: the path of a file holding "
+                        "the server secret, the same on every machine (doc/operations.md, 'Callback secret')")
+    return os.path.join(os.path.dirname(os.path.abspath(path)), SECRET_FILE)
+
+
+def store_secret(store):
+    """The server secret callback URLs of runs in `store` are derived from."""
+    return read_secret(secret_path(store))
 PUBLIC_URL = "http://127.0.0.1:8420"  # `flowmetal serve`'s default listen address
 
 
 def server_secret(directory):
     """The server secret in `directory`, created (0600, 32 random bytes) if missing."""
-    path = os.path.join(directory, SECRET_FILE)
+    return read_secret(os.path.join(directory, SECRET_FILE))
+
+
+def read_secret(path):
+    """The server secret in the file `path`, created (0600, 32 random bytes) if missing."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

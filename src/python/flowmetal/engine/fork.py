@@ -112,8 +112,8 @@ def _copy_callbacks(store, source_id, run_id, prefix, completed):
             continue
         if secret is None:  # (where the gate finds it: next to the database)
             try:
-                secret = deferred.server_secret(os.path.dirname(os.path.abspath(store.path)))
-            except OSError as e:
+                secret = deferred.store_secret(store)
+            except (UserError, OSError) as e:
                 raise UserError(f"cannot fork run {source_id}: its prefix created a callback, and the server "
                                 f"secret its new URL is derived from cannot be read: {e}") from None
         token = deferred.callback_token(secret, run_id, entry["seq"])

@@ -2,10 +2,10 @@
 delivered from outside the process (engine/deferred.py, doc/architecture.md,
 "Deferred effects")."""
 
-import os
 
 from flowmetal.codec import canonical, loads
 from flowmetal.engine.effects.registry import BuiltinError, Deferred
+from flowmetal.errors import UserError
 from flowmetal.model import WaitingFor
 
 
@@ -58,8 +58,11 @@ class DeferredEffects:
         from flowmetal.engine import deferred
 
         seq, rec = self._next(eff.name, args, eff)
-        token = deferred.callback_token(deferred.server_secret(os.path.dirname(os.path.abspath(self.store.path))),
-                                        self.run_id, seq)
+        try:
+            secret = deferred.store_secret(self.store)
+        except (UserError, OSError) as e:  # no secret to derive the URL from: the user's setup, said at the call
+            raise BuiltinError(f"callback(): {e}") from None
+        token = deferred.callback_token(secret, self.run_id, seq)
         if token not in self.secret_names:  # masked wherever the run's text is stored (args of http()...)
             self.secrets.append(token)
             self.secret_names[token] = f"CALLBACK_{seq}"

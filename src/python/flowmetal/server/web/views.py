@@ -3,7 +3,6 @@ view's extra filters, a run's page (a page of its journal laid out as a timeline
 and the workers view. No HTTP and no HTML here."""
 
 import json
-import os
 import time
 
 from flowmetal.engine import deferred
@@ -160,7 +159,7 @@ def deferred_wait(store, run, entries, with_url):
 def callback_token(store, run_id, seq):
     """The URL token of the callback at `seq`, derived as the gate derives it (engine/gate.py
     _create_deferred): from the server secret next to the database."""
-    secret = deferred.server_secret(os.path.dirname(os.path.abspath(store.path)))
+    secret = deferred.store_secret(store)
     return deferred.callback_token(secret, run_id, seq)
 
 
