@@ -119,7 +119,8 @@ class Gate(Waits, DeferredEffects):
         self.cancel_reason = None
         self.replayed = 0
         self.park = None  # park(waiting_for, wake_at): set by the runner when the worker keeps waits warm
-        self.held = Held(store, self.run_id, owner, clock)  # pure entries and logs not yet written
+        # pure entries and logs not yet written; the run's writes change only rows of its tree
+        self.held = Held(store, self.run_id, owner, clock, tree=run.get("root_id") or run["id"])
         self._pure_ctx = EffectContext(run_id=self.run_id, seq=0, cancelled=self.cancel, clock=clock, run=run)
         self._kinds = {PURE: self._pure, OUTSIDE: self._with_retry, WAIT: self._wait, DEFERRED: self._deferred,
                        CONTROL: self._control}
@@ -216,8 +217,9 @@ class Gate(Waits, DeferredEffects):
 
     @contextmanager
     def _transaction(self):
-        """A transaction of the gate's writes that also carries what is held."""
-        with self.store.transaction():
+        """A transaction of the gate's writes (all of them rows of the run's tree: its journal,
+        its signals, its deferred rows, its children) that also carries what is held."""
+        with self.store.transaction(tree=self.held.tree):
             taken = None
             if self.held:
                 try:

@@ -66,10 +66,11 @@ class Refused(Exception):
 class Held:
     """The journal entries and log rows of one execution not yet written, in order."""
 
-    __slots__ = ("store", "run_id", "owner", "clock", "entries", "logs", "since")
+    __slots__ = ("store", "run_id", "owner", "clock", "tree", "entries", "logs", "since")
 
-    def __init__(self, store, run_id, owner, clock):
+    def __init__(self, store, run_id, owner, clock, tree=None):
         self.store, self.run_id, self.owner, self.clock = store, run_id, owner, clock
+        self.tree = tree  # the run tree's root id: the group's transaction changes only rows of that tree
         self.entries = []
         self.logs = []  # (seq, n, time, stream, line)
         self.since = None  # monotonic time of the oldest held item
@@ -129,7 +130,7 @@ class Held:
         """Commit what is held, and `then()` (more writes, or a state change) in the same
         transaction. Returns what `then` returns; a `then` that answers "lost" (its write was
         refused) rolls the whole group back. Raises Refused when fenced out."""
-        with self.store.transaction():
+        with self.store.transaction(tree=self.tree):
             self.write()
             value = then() if then is not None else None
             if value == "lost":

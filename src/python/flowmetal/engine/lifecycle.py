@@ -64,6 +64,11 @@ def renew(store, owner):
     return store.renew_leases(owner, LEASE_SECONDS)
 
 
+def tree_of(run):
+    """The id of the run tree `run` belongs to (its root's), for store.transaction(tree=)."""
+    return run.get("root_id") or run["id"]
+
+
 def suspend(store, clock, run, owner, waiting_for, wake_at):
     """The run waits for `waiting_for` (a WaitingFor) until `wake_at` (None: until woken).
     What it waits for may have happened already (a signal sent, a child ended, a cancel
@@ -71,7 +76,7 @@ def suspend(store, clock, run, owner, waiting_for, wake_at):
     now = clock.now()
     if run["deadline"] is not None:
         wake_at = run["deadline"] if wake_at is None else min(wake_at, run["deadline"])
-    with store.transaction():
+    with store.transaction(tree=tree_of(run)):
         if waiting_for.kind == "signal" and store.has_signal(run["id"], waiting_for.name):
             wake_at = now
         elif waiting_for.kind == "effect" and deferred.is_done(store, run["id"], waiting_for.seq):
@@ -90,7 +95,7 @@ def end(store, clock, run, owner, state, result=None, error=None, continued_as=N
     """`owner`'s run ends in `state`; its descendants are cancelled and its parent told.
     Returns the state, or "lost"."""
     state = RunState(state)
-    with store.transaction():
+    with store.transaction(tree=tree_of(run)):  # (its descendants and parent are of its tree)
         if not store.end_run(run["id"], state.value, owner=owner, result=result, error=error,
                              continued_as=continued_as):
             return "lost"
