@@ -135,3 +135,33 @@ def test_sigterm_drains_requests_and_effects_then_exits_0(tmp_path):
             assert done.status_code == 200 and done.json()["result"] == "done"
     finally:
         assert s2.stop() == 0
+
+
+@pytest.mark.parametrize("args", [(), ("--no-scheduler",)], ids=["with-scheduler", "worker-only"])
+def test_the_servers_worker_is_listed_by_flowmetal_workers_until_it_stops(tmp_path, args):
+    root, db = workspace(tmp_path, {"flows.star": FLOWS})
+    s = Served(root, db, *args)
+    s.start()
+    try:
+        for _ in range(100):
+            listed = json.loads(s.cli("workers", "--json").stdout)
+            if listed:
+                break
+            time.sleep(0.05)
+        [w] = listed
+        assert w["status"] == "live" and w["pid"] == s.proc.pid, w
+    finally:
+        assert s.stop() == 0
+    after = json.loads(s.cli("workers", "--json").stdout or "[]")
+    assert after and all(w["status"] == "stopped" for w in after), after  # it drained and said so
+
+
+def test_worker_warm_option(tmp_path):
+    root, db = workspace(tmp_path, {"flows.star": FLOWS})
+    s = Served(root, db)
+    r = s.cli("worker", "--warm", "-1", "--until-idle")
+    assert r.returncode == 2 and "--warm" in r.stderr and "Traceback" not in r.stderr
+    s.cli("start", "flows.star:main")
+    r = s.cli("worker", "--warm", "0", "--until-idle")
+    assert r.returncode == 0, r.stderr
+    assert "completed" in r.stderr

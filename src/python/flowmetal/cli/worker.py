@@ -14,8 +14,11 @@ from flowmetal.clock import SYSTEM
               help="Exit once nothing is left but runs waiting for signals (runs on timers keep it going).")
 @click.option("--grace", default="10s", show_default=True,
               help="On SIGTERM, how long running effects may take to finish before runs are interrupted.")
+@click.option("--warm", type=click.IntRange(min=0), default=None,
+              help="Suspended runs kept parked in memory and continued in place when their wait ends "
+                   "(0: replay every time). Default: FLOWMETAL_WARM, else 256.")
 @db_option
-def worker(concurrency, until_idle, grace, db, root):
+def worker(concurrency, until_idle, grace, warm, db, root):
     """Execute queued, due and orphaned runs.
 
     SIGTERM stops claiming, lets running effects finish within --grace, interrupts
@@ -31,7 +34,7 @@ def worker(concurrency, until_idle, grace, db, root):
     except ValueError as e:
         raise CliError(str(e))
     store, _ = open_db(db, root)
-    w = Worker(store, SYSTEM, concurrency=concurrency, on_event=worker_event)
+    w = Worker(store, SYSTEM, concurrency=concurrency, on_event=worker_event, warm=warm)
     click.echo(f"worker {w.owner} started (concurrency {concurrency})", err=True)
     try:
         code = w.serve(idle_exit=until_idle, grace=grace_seconds)

@@ -328,6 +328,16 @@ class Worker:
                 self._jobs.put(None)  # (an idle thread ends)
         for thread in left:
             thread.join(timeout=max(0.1, end - self.clock.monotonic()))
+        if self.registered:
+            self.registered = False
+            self.store.worker_stopped(self.owner, self.clock.now())
+
+    def register(self):
+        """Enter this worker's identity (owner id = host:pid:token) in the workers table, shown by
+        `flowmetal workers` and the web view; its heartbeat keeps it live, shutdown marks it stopped."""
+        if not self.registered:
+            self.store.worker_started(self.owner, socket.gethostname(), os.getpid(), self.clock.now())
+            self.registered = True
 
     def stop(self, grace=10.0):
         """Drain within `grace` seconds: effects in progress may finish until HARD_STOP (or half
@@ -346,13 +356,10 @@ class Worker:
         old = None
         if threading.current_thread() is threading.main_thread():
             old = signal.signal(signal.SIGTERM, self.request_stop)
-        # its identity (owner id = host:pid:token), shown by `flowmetal workers`
-        self.store.worker_started(self.owner, socket.gethostname(), os.getpid(), self.clock.now())
-        self.registered = True
+        self.register()
         try:
             self.run_forever(idle_exit=idle_exit)
             self.stop(grace)
-            self.store.worker_stopped(self.owner, self.clock.now())
         finally:
             if old is not None:
                 signal.signal(signal.SIGTERM, old)

@@ -184,6 +184,7 @@ class Daemon:
         old = self._install_signals()
         self.worker = worker = Worker(self.store, self.clock, concurrency=self.concurrency,
                                       on_event=self._worker_event)
+        worker.register()  # (it executes runs: `flowmetal workers` lists it)
         thread = threading.Thread(target=worker.run_forever, name="flowmetal-schedule-worker",
                                   kwargs={"until": self.stopping.is_set}, daemon=True)
         code = 0

@@ -112,6 +112,7 @@ class Background:
 
     def _work_only(self):
         w = self.worker
+        w.register()  # (`flowmetal workers` and the web view list it)
         runner = threading.Thread(target=w.run_forever, kwargs={"until": self.stopping.is_set}, daemon=True,
                                   name="flowmetal-serve-worker")
         runner.start()
