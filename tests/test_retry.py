@@ -2,9 +2,9 @@
 
 import pytest
 
-from flowmetal.engine import retry
+from flowmetal import retry
 from flowmetal.engine.effects import http, sh
-from flowmetal.engine.retry import RetryPolicy, delay, should_retry
+from flowmetal.retry import RetryPolicy, delay, should_retry
 
 NO_JITTER = RetryPolicy(jitter=False)
 

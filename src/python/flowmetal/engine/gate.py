@@ -57,7 +57,7 @@ from contextlib import contextmanager
 
 from flowmetal import __version__
 from flowmetal.codec import canonical, content_hash, digest, loads
-from flowmetal.engine import retry as retry_mod
+from flowmetal import retry as retry_mod
 from flowmetal.engine.effects import EffectContext
 from flowmetal.engine.effects.registry import (
     CONTROL, DEFERRED, OUTSIDE, PURE, WAIT, BuiltinError, ContinueAsNew, SpawnChild, lookup, recorded_args, REGISTRY,

@@ -13,7 +13,7 @@ refused (StaleLease) and changes nothing.
   says re-executed (the lost worker may have done the work).
 - A `fail` with `retryable` under the task's `retry = retry_policy(...)`, while
   attempts are left (`attempts` counts every claim), gives the lease up and
-  offers the task again after the policy's delay (engine/retry.py; the delay is
+  offers the task again after the policy's delay (flowmetal/retry.py; the delay is
   kept in the row: durable). Otherwise the failure ends the task: the run gets
   the error (`check = True`) or a struct with ok False.
 """
@@ -23,7 +23,7 @@ import json
 import secrets
 from dataclasses import dataclass
 
-from flowmetal.engine import retry as retry_mod
+from flowmetal import retry as retry_mod
 from flowmetal.engine.deferred import Completion, complete_effect
 
 LEASE_SECONDS = 60.0

@@ -159,7 +159,7 @@ class Program:
             except ValueError as e:
                 raise BuiltinError(str(e)) from None
         if name == "retry_policy":
-            from flowmetal.engine.retry import RetryPolicy
+            from flowmetal.retry import RetryPolicy
 
             try:
                 return RetryPolicy.from_args(args).to_dict()

@@ -14,7 +14,7 @@ interval, and a retryable fail is offered again under the policy
 
 import json
 
-from flowmetal.engine import retry as retry_mod
+from flowmetal import retry as retry_mod
 from flowmetal.engine.effects.registry import DEFERRED, BuiltinError, Deferred, check, duration, effect
 
 
