@@ -147,6 +147,17 @@ def pg_cluster():
     c.stop()
 
 
+@pytest.fixture
+def pg(pg_cluster, tmp_path, request):
+    """The CLI (a Flowmetal) with FLOWMETAL_DB a fresh database on the session's cluster."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    f = Flowmetal(root, fresh_database(pg_cluster, request))
+    yield f
+    f.kill_all()
+    f.close_stores()
+
+
 def fresh_database(cluster, request):
     """A new, empty database on `cluster`, named after the test (and unique in the session)."""
     fresh_database.n += 1

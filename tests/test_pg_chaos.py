@@ -25,7 +25,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import Flowmetal, fresh_database, wait_for
+from conftest import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -77,16 +77,6 @@ def expected(n):
         value["kids"] = [n * 10, n * 10 + 1]
     steps = [f"{n}:a"] + ([f"{n}:c0", f"{n}:c1"] if kind == "children" else [f"{n}:b"])
     return value, steps
-
-
-@pytest.fixture
-def pg(pg_cluster, tmp_path, request):
-    root = tmp_path / "ws"
-    root.mkdir()
-    f = Flowmetal(root, fresh_database(pg_cluster, request))
-    yield f
-    f.kill_all()
-    f.close_stores()
 
 
 def _kill(proc):

@@ -21,22 +21,12 @@ import time
 
 import pytest
 
-from conftest import Flowmetal, fresh_database, wait_for
+from conftest import wait_for
 
 pytestmark = pytest.mark.postgres
 
 SLOW_POLL = {"FLOWMETAL_POLL": "30"}
 LATENCY = 1.0  # seconds: the bound
-
-
-@pytest.fixture
-def pg(pg_cluster, tmp_path, request):
-    root = tmp_path / "ws"
-    root.mkdir()
-    f = Flowmetal(root, fresh_database(pg_cluster, request))
-    yield f
-    f.kill_all()
-    f.close_stores()
 
 
 # Another worker process, as a second machine would run one: it executes the one run RUN_ID

@@ -10,20 +10,9 @@ import time
 
 import pytest
 
-from conftest import Flowmetal, fresh_database, read_run_id, run_id_of, wait_for
+from conftest import read_run_id, run_id_of, wait_for
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def pg(pg_cluster, tmp_path, request):
-    """The CLI with FLOWMETAL_DB a fresh database on the session's cluster (conftest.py)."""
-    root = tmp_path / "ws"
-    root.mkdir()
-    f = Flowmetal(root, fresh_database(pg_cluster, request))
-    yield f
-    f.kill_all()
-    f.close_stores()
 
 
 def test_run_hello_and_read_it_back(pg):
