@@ -33,7 +33,7 @@ def test_the_examples_tests_pass_in_under_five_seconds(fm):
     assert took < 5, f"flowmetal test examples/ took {took:.1f}s"
     suite = ET.parse(fm.root / "junit.xml").getroot()
     names = {(c.get("classname"), c.get("name")) for c in suite.iter("testcase")}
-    for example in ("backup", "approval", "fanout", "remote_job", "hello"):
+    for example in ("backup", "approval", "compress", "fanout", "remote_job", "hello"):
         assert any(cls == f"examples/{example}_test.star" for cls, _ in names), example
     assert suite.get("failures") == "0"
 
