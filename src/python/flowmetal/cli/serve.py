@@ -59,31 +59,27 @@ def serve_command(paths, listen, public_url, no_worker, no_scheduler, concurrenc
     from flowmetal.cli.render import schedule_event, worker_event
     from flowmetal.clock import SYSTEM
     from flowmetal.server.app import create_app
+    from flowmetal.server.notify import Changes
     from flowmetal.server.runner import Background, serve
 
-    changes = {}
-
-    def ended():  # a run of this process's worker ended: long-polled results and live logs answer at once
-        if "ctx" in changes:
-            changes["ctx"].changes.notify()
+    changes = Changes(store)  # a run of this process's worker ended: long polls and live logs answer at once
 
     def on_worker_event(kind, run, *rest):
         worker_event(kind, run, *rest)
         if kind == "end":
-            ended()
+            changes.notify()
 
     def on_schedule_event(kind, **fields):
         schedule_event(kind, **fields)
         if kind == "end":
-            ended()
+            changes.notify()
 
     background = Background(store, root, paths, worker=not no_worker, scheduler=not no_scheduler,
                             concurrency=concurrency, grace=grace_seconds, schedule_event=on_schedule_event,
                             worker_event=on_worker_event)
     options = {"public_url": public_url, "worker": not no_worker, "scheduler": not no_scheduler}
     app, ctx = create_app(store, SYSTEM, root, options=options, schedule_specs=background.specs,
-                          wake=background.wake)
-    changes["ctx"] = ctx
+                          changes=changes, wake=background.wake)
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}"
     # where callback() URLs point (engine/deferred.py reads it in the embedded worker)
