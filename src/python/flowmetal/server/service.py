@@ -306,20 +306,20 @@ def pause_schedule(store, specs, name, now):
     file: Conflict."""
     from flowmetal.schedule.commands import pause_schedule as pause
 
-    _schedule_row(store, name)
-    try:
-        done = pause(store, name, now)
-    except UserError as e:
-        raise _conflict(e) from None
-    return {**schedule_json(store, specs, name, now), "changed": done["changed"]}
+    return _change_schedule(store, specs, name, now, pause)
 
 
 def resume_schedule(store, specs, name, now):
+    """Resume; as pause_schedule."""
     from flowmetal.schedule.commands import resume_schedule as resume
 
+    return _change_schedule(store, specs, name, now, resume)
+
+
+def _change_schedule(store, specs, name, now, change):
     _schedule_row(store, name)
     try:
-        done = resume(store, name, now)
+        done = change(store, name, now)
     except UserError as e:
         raise _conflict(e) from None
     return {**schedule_json(store, specs, name, now), "changed": done["changed"]}
